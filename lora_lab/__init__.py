@@ -1,0 +1,11 @@
+"""lora-lab: LoRA and 4-bit NF4 quantization built from scratch, checked against PEFT and bitsandbytes."""
+
+__version__ = "0.1.0"
+
+# --- embedded model and data ---
+
+# --- LoRA ---
+
+# --- NF4 and QLoRA ---
+
+# --- fine-tuning ---
