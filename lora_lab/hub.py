@@ -1,0 +1,58 @@
+"""Hugging Face hub access that fails fast and clearly when the hub cannot be reached."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class HubUnavailableError(ConnectionError):
+    """A hub id was asked for, it is not cached, and the hub cannot be reached."""
+
+
+def is_local(name_or_path: str | os.PathLike) -> bool:
+    """True for a folder or file on disk (a local copy of a model or dataset)."""
+    return Path(name_or_path).expanduser().exists()
+
+
+def hub_offline() -> bool:
+    """True when HF_HUB_OFFLINE or HF_DATASETS_OFFLINE says the hub must not be used."""
+    return any(os.environ.get(k, "").strip().lower() in _TRUE for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def _cached(repo_id: str, repo_type: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    probe = "config.json" if repo_type == "model" else "README.md"
+    return isinstance(try_to_load_from_cache(repo_id, probe, repo_type=repo_type), str)
+
+
+def _reachable(host: str = "huggingface.co", port: int = 443, timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def require_hub(repo_id: str, repo_type: str, instead: str) -> None:
+    """Raise HubUnavailableError at once (no retries) unless `repo_id` is cached or the hub answers.
+
+    `instead` says what to do without the hub, e.g. "call load_base_model() with no argument".
+    """
+    if _cached(repo_id, repo_type):
+        return
+    if hub_offline():
+        why = "the hub is switched off here (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set)"
+    elif not _reachable():
+        why = "huggingface.co cannot be reached from this machine"
+    else:
+        return
+    raise HubUnavailableError(
+        f"lora-lab: cannot load {repo_type} {repo_id!r} from the Hugging Face hub: {why}, and it is not "
+        f"in the local cache. Offline, use the embedded default: {instead}. Or download it where there "
+        f"is internet (e.g. Colab) and pass the local folder instead of the hub id."
+    )

@@ -1,0 +1,73 @@
+"""The notebooks' contract: Colab badge to their own path, a guarded install first, paired .py in sync."""
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").rglob("*.ipynb"))
+NOTEBOOKS = [p for p in NOTEBOOKS if ".ipynb_checkpoints" not in p.parts]
+REPO = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+SLUG = REPO.removeprefix("https://github.com/")
+COLAB = "https://colab.research.google.com/github/"
+
+
+def _cells(path):
+    return json.loads(path.read_text())["cells"]
+
+
+def _src(cell):
+    return "".join(cell["source"])
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_colab_badge_points_at_this_notebook(path):
+    first = _cells(path)[0]
+    assert first["cell_type"] == "markdown" and _src(first).startswith("# ")
+    links = re.findall(re.escape(COLAB) + r"[^)\s]+", _src(first))
+    rel = path.relative_to(ROOT).as_posix()
+    assert links == [f"{COLAB}{SLUG}/blob/main/{rel}"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_first_code_cell_installs_only_in_colab(path):
+    code = [c for c in _cells(path) if c["cell_type"] == "code"]
+    src = _src(code[0])
+    assert 'if "google.colab" in sys.modules:' in src
+    assert f"{REPO}.git" in src and "pip install" in src
+    outside = [line for line in src.splitlines() if "pip install" in line or "git clone" in line]
+    assert all(line.startswith(" ") for line in outside)  # only inside the guard
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_paired_py_file_is_in_sync(path):
+    import jupytext
+
+    py = path.with_suffix(".py")
+    assert py.exists(), f"{py.name} missing: pair with `jupytext --set-formats ipynb,py:percent`"
+    from_py = [(c.cell_type, c.source.strip()) for c in jupytext.read(py).cells]
+    from_nb = [(c["cell_type"], _src(c).strip()) for c in _cells(path)]
+    assert from_py == from_nb, f"{path.name} and {py.name} differ: run `make notebooks`"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_with_outputs(path):
+    code = [c for c in _cells(path) if c["cell_type"] == "code" and _src(c).strip()]
+    assert all(c["execution_count"] is not None for c in code), "run `make notebooks` before committing"
+
+
+def test_readme_badges_match_notebooks():
+    readme = (ROOT / "README.md").read_text()
+    for link in re.findall(re.escape(COLAB) + r"[^)\s]+", readme):
+        rel = link.removeprefix(f"{COLAB}{SLUG}/blob/main/")
+        assert (ROOT / rel).exists(), link
+    top = [p for p in NOTEBOOKS if p.parent.name == "notebooks"]
+    for p in top:
+        assert f"{COLAB}{SLUG}/blob/main/notebooks/{p.name}" in readme, f"README has no badge for {p.name}"
