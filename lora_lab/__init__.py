@@ -7,5 +7,6 @@ __version__ = "0.1.0"
 # --- LoRA ---
 
 # --- NF4 and QLoRA ---
+from .nf4 import NF4Tensor, dequantize_nf4, dynamic_map, nf4_codebook, quantize_4bit, quantize_nf4
 
 # --- fine-tuning ---
