@@ -3,10 +3,16 @@
 __version__ = "0.1.0"
 
 # --- embedded model and data ---
+from .data import load_instruction_dataset
+from .evaluate import evaluate, generate_answers
+from .models import load_base_model, load_tokenizer
 
 # --- LoRA ---
+from .adapters import load_adapter, save_adapter
+from .lora import LoraConfig, LoRALinear, count_parameters, inject_lora, merge_lora, unmerge_lora
 
 # --- NF4 and QLoRA ---
 from .nf4 import NF4Tensor, dequantize_nf4, dynamic_map, nf4_codebook, quantize_4bit, quantize_nf4
+from .qlora import NF4Linear, QLoRALinear, get_qlora_model, merge_and_dequantize, quantize_model
 
 # --- fine-tuning ---

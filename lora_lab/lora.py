@@ -1,0 +1,243 @@
+"""LoRA from scratch, h = W0·x + (α/r)·B·A·x, after Hu et al. 2021 (arXiv 2106.09685), in PEFT's vocabulary."""
+
+import dataclasses
+import itertools
+import math
+import re
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D  # GPT-2's linear layer, weight stored (in, out)
+
+INIT_CHOICES = ("gaussian", "kaiming", True, False)
+BIAS_CHOICES = ("none", "all", "lora_only")
+
+
+@dataclass
+class LoraConfig:
+    r: int = 8  # rank of the update ΔW = B·A
+    lora_alpha: float = 8  # ΔW is scaled by lora_alpha / r
+    lora_dropout: float = 0.0  # dropout on the LoRA path's input only, in [0, 1)
+    target_modules: list[str] | str = field(default_factory=lambda: ["q_proj", "v_proj"])  # name suffixes, a regex, or "all-linear" (all but the output head); PEFT's Llama default
+    bias: str = "none"  # which biases train: "none", "all", or "lora_only" (those of wrapped layers)
+    init_lora_weights: bool | str = "gaussian"  # "gaussian": A ~ N(0, 1/r²), B = 0; "kaiming"/True: PEFT's default; False: nn.Linear's init (B ≠ 0, tests)
+    use_rslora: bool = False  # scale by lora_alpha / sqrt(r) instead of lora_alpha / r
+    fan_in_fan_out: bool = False  # base weight stored (in, out); switched on by itself for GPT-2's Conv1D
+
+    def __post_init__(self):
+        _check_lora_args(self.r, self.lora_alpha, self.lora_dropout, self.init_lora_weights)
+        tm = self.target_modules
+        if isinstance(tm, (list, tuple, set)) and tm and all(isinstance(t, str) for t in tm):
+            self.target_modules = list(tm)
+        elif not (isinstance(tm, str) and tm):
+            raise TypeError(f"target_modules={tm!r} is not accepted; give a non-empty list of module name suffixes, a regex string, or 'all-linear'")
+        if self.bias not in BIAS_CHOICES:
+            raise ValueError(f"bias={self.bias!r} is not accepted; choose one of {BIAS_CHOICES}")
+
+
+def _check_lora_args(r, lora_alpha, lora_dropout, init_lora_weights) -> None:
+    if not isinstance(r, int) or isinstance(r, bool):
+        raise TypeError(f"r={r!r} is not accepted; r must be a positive int")
+    if r <= 0:
+        raise ValueError(f"r={r!r} is not accepted; r must be a positive int")
+    if not isinstance(lora_alpha, (int, float)) or isinstance(lora_alpha, bool):
+        raise TypeError(f"lora_alpha={lora_alpha!r} is not accepted; lora_alpha must be a number > 0")
+    if not lora_alpha > 0:
+        raise ValueError(f"lora_alpha={lora_alpha!r} is not accepted; lora_alpha must be a number > 0")
+    if not isinstance(lora_dropout, (int, float)) or isinstance(lora_dropout, bool):
+        raise TypeError(f"lora_dropout={lora_dropout!r} is not accepted; lora_dropout must be a number in [0, 1)")
+    if not 0 <= lora_dropout < 1:
+        raise ValueError(f"lora_dropout={lora_dropout!r} is not accepted; lora_dropout must be in [0, 1)")
+    if not (init_lora_weights is True or init_lora_weights is False or init_lora_weights in ("gaussian", "kaiming")):
+        raise ValueError(f"init_lora_weights={init_lora_weights!r} is not accepted; choose one of {INIT_CHOICES}")
+
+
+def _features(layer: nn.Module) -> tuple[int, int]:
+    """(in_features, out_features) of nn.Linear, Conv1D, or any module that exposes both (e.g. a 4-bit linear)."""
+    if isinstance(layer, Conv1D):
+        return layer.nx, layer.nf
+    fin, fout = getattr(layer, "in_features", None), getattr(layer, "out_features", None)
+    if isinstance(fin, int) and isinstance(fout, int):
+        return fin, fout
+    raise TypeError(f"base_layer={type(layer).__name__} is not accepted; LoRA wraps nn.Linear, transformers' Conv1D, "
+                    "or a module with int in_features and out_features")
+
+
+def is_linear(module: nn.Module) -> bool:
+    """True for layers LoRA can wrap: nn.Linear, Conv1D, or any module exposing int in_features/out_features."""
+    if isinstance(module, LoRALinear):
+        return False
+    try:
+        _features(module)
+        return True
+    except TypeError:
+        return False
+
+
+class LoRALinear(nn.Module):
+    """A frozen linear layer plus a trainable low-rank update: base_layer(x) + lora_B(lora_A(dropout(x))) · scaling."""
+
+    def __init__(self, base_layer: nn.Module, r: int, lora_alpha: float, lora_dropout: float = 0.0,
+                 init_lora_weights: bool | str = "gaussian", use_rslora: bool = False, fan_in_fan_out: bool = False):
+        super().__init__()
+        _check_lora_args(r, lora_alpha, lora_dropout, init_lora_weights)
+        self.in_features, self.out_features = _features(base_layer)
+        if r > min(self.in_features, self.out_features):
+            raise ValueError(f"r={r} is not accepted for a {self.in_features}→{self.out_features} layer; "
+                             f"r must be at most min(in_features, out_features) = {min(self.in_features, self.out_features)}")
+        self.base_layer = base_layer.requires_grad_(False)
+        self.r, self.lora_alpha = r, lora_alpha
+        self.scaling = lora_alpha / math.sqrt(r) if use_rslora else lora_alpha / r
+        # Conv1D is always (in, out) and nn.Linear never is; PEFT corrects the flag the same way (with a warning)
+        self.fan_in_fan_out = isinstance(base_layer, Conv1D) or (fan_in_fan_out and not isinstance(base_layer, nn.Linear))
+        self.lora_dropout = nn.Dropout(lora_dropout) if lora_dropout > 0 else nn.Identity()
+        # LoRA lives where the base does; meta stays meta, so Llama-2-7B's counts need no memory
+        device = next(itertools.chain(base_layer.parameters(), base_layer.buffers()), torch.empty(0)).device
+        self.lora_A = nn.Linear(self.in_features, r, bias=False, device=device)  # A: (r, in_features)
+        self.lora_B = nn.Linear(r, self.out_features, bias=False, device=device)  # B: (out_features, r)
+        self.merged = False
+        self.reset_lora_parameters(init_lora_weights)
+
+    def reset_lora_parameters(self, init_lora_weights: bool | str = "gaussian") -> None:
+        """B = 0 so training starts from the base model; A Gaussian (std 1/r) or Kaiming-uniform; False keeps nn.Linear's init."""
+        if init_lora_weights is False:
+            return
+        if init_lora_weights == "gaussian":
+            nn.init.normal_(self.lora_A.weight, std=1 / self.r)
+        else:  # True or "kaiming": PEFT's default, the same draw as nn.Linear's own init
+            nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """h = W0·x + (α/r)·B·A·x for x: (..., in_features)."""
+        result = self.base_layer(x)  # (..., out_features)
+        if self.merged:  # ΔW already lives in the base weight
+            return result
+        x = x.to(self.lora_A.weight.dtype)  # LoRA path in the adapter's dtype (fp32) even over a bf16 or 4-bit base
+        return (result + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling).to(result.dtype)
+
+    def get_delta_weight(self) -> torch.Tensor:
+        """ΔW = B·A·scaling, (out_features, in_features); (in, out) when the base stores its weight transposed."""
+        delta = self.lora_B.weight @ self.lora_A.weight * self.scaling  # (out, r) @ (r, in) -> (out, in)
+        return delta.T if self.fan_in_fan_out else delta
+
+    def merge(self) -> None:
+        """W0 += ΔW, after which the forward is the base layer alone; a no-op when already merged."""
+        if not self.merged:
+            self._add_to_base_weight(self.get_delta_weight())
+            self.merged = True
+
+    def unmerge(self) -> None:
+        """W0 -= ΔW, undoing merge() up to float rounding; a no-op when not merged."""
+        if self.merged:
+            self._add_to_base_weight(-self.get_delta_weight())
+            self.merged = False
+
+    def _add_to_base_weight(self, delta: torch.Tensor) -> None:
+        # the one place that writes the base weight: a subclass whose base is 4-bit overrides this
+        weight = self.base_layer.weight
+        with torch.no_grad():
+            weight += delta.to(weight.dtype)
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}, lora_alpha={self.lora_alpha}, scaling={self.scaling:g}, merged={self.merged}"
+
+
+def lora_layers(model: nn.Module) -> list[tuple[str, LoRALinear]]:
+    """(name, layer) for every LoRALinear (or subclass) in the model."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, LoRALinear)]
+
+
+def find_target_modules(model: nn.Module, config: LoraConfig) -> list[str]:
+    """Names of the modules inject_lora would wrap, with PEFT's matching rules."""
+    tm = config.target_modules
+    linear = [name for name, m in model.named_modules() if is_linear(m)]
+    if tm == "all-linear":  # every linear layer but the output head (it maps to the vocabulary)
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        names = [n for n in linear if model.get_submodule(n) is not head]
+    elif isinstance(tm, str):  # a regex over the full module name
+        names = [n for n, _ in model.named_modules() if n and re.fullmatch(tm, n)]
+    else:  # a full name, or a suffix after a dot
+        names = [n for n, _ in model.named_modules() if n and (n in tm or any(n.endswith("." + t) for t in tm))]
+    if not names:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in linear})
+        raise ValueError(f"target_modules={tm!r} matched no module of {type(model).__name__}; "
+                         f"its linear layers are named: {', '.join(leaves) or '(none)'}")
+    for n in names:
+        if not is_linear(model.get_submodule(n)):
+            raise TypeError(f"target_modules={tm!r} matched {n!r}, a {type(model.get_submodule(n)).__name__}; "
+                            "LoRA wraps nn.Linear, Conv1D, or modules with in_features/out_features")
+    return names
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent), child, module)
+
+
+def inject_lora(model: nn.Module, config: LoraConfig, layer_cls=LoRALinear) -> nn.Module:
+    """Wrap every target module in `layer_cls` (in place), freeze all that is not LoRA, return the model."""
+    if not isinstance(config, LoraConfig):
+        raise TypeError(f"config={config!r} is not accepted; pass a lora_lab.LoraConfig")
+    if existing := lora_layers(model):
+        raise ValueError(f"model already has {len(existing)} LoRA layers (first: {existing[0][0]!r}); inject_lora runs "
+                         "once per model: call merge_lora(model, unload=True) first, or start from a fresh model")
+    names = find_target_modules(model, config)
+    kwargs = dict(r=config.r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                  init_lora_weights=config.init_lora_weights, use_rslora=config.use_rslora,
+                  fan_in_fan_out=config.fan_in_fan_out)
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:  # build (and check) every layer before any swap, so a bad fit leaves the model as it was
+        new = [layer_cls(model.get_submodule(n), **kwargs) for n in names]
+    except (ValueError, TypeError):
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        raise
+    model.requires_grad_(False)
+    for name, layer in zip(names, new):
+        _set_submodule(model, name, layer)
+        if config.bias == "lora_only" and getattr(layer.base_layer, "bias", None) is not None:
+            layer.base_layer.bias.requires_grad_(True)
+    if config.bias == "all":  # PEFT's rule: every parameter whose name contains "bias"
+        for n, p in model.named_parameters():
+            if "bias" in n:
+                p.requires_grad_(True)
+    model.lora_config = dataclasses.replace(config)
+    return model
+
+
+def merge_lora(model: nn.Module, unload: bool = False) -> nn.Module:
+    """Fold every ΔW into its base weight; with unload=True also put the plain base layers back."""
+    layers = lora_layers(model)
+    if not layers:
+        raise ValueError(f"model={type(model).__name__} has no LoRA layers to merge; call inject_lora first")
+    for name, layer in layers:
+        layer.merge()
+        if unload:
+            _set_submodule(model, name, layer.base_layer)
+    if unload and hasattr(model, "lora_config"):
+        del model.lora_config
+    return model
+
+
+def unmerge_lora(model: nn.Module) -> nn.Module:
+    """Subtract every merged ΔW from its base weight again."""
+    layers = lora_layers(model)
+    if not layers:
+        raise ValueError(f"model={type(model).__name__} has no LoRA layers to unmerge; was it unloaded?")
+    for _, layer in layers:
+        layer.unmerge()
+    return model
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters as PEFT counts them: total includes LoRA, a packed 4-bit byte holds two."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel()
+        if type(p).__name__ == "Params4bit" or p.dtype == torch.uint8:  # two 4-bit weights per byte
+            n *= 2 * p.element_size()
+        total += n
+        trainable += n if p.requires_grad else 0
+    return trainable, total
