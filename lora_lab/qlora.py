@@ -1,0 +1,172 @@
+"""QLoRA: a frozen 4-bit NF4 base weight under a trainable LoRA adapter (Dettmers et al. 2023,
+arXiv 2305.14314): dequantize to the compute dtype, matmul, add B·A·x."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .lora import LoraConfig, LoRALinear, inject_lora, lora_layers
+from .nf4 import NF4Tensor, dequantize_nf4, quantize_4bit
+
+COMPUTE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def check_compute_dtype(compute_dtype: torch.dtype | str, device: torch.device | str = "cpu") -> torch.dtype:
+    """`bnb_4bit_compute_dtype` as a torch dtype, if a matmul in it runs on `device`; a clear error if not."""
+    name = str(compute_dtype).removeprefix("torch.")  # torch.bfloat16 or "bfloat16", as transformers takes it
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"compute dtype {compute_dtype!r} is not accepted; choose one of {tuple(COMPUTE_DTYPES)}")
+    dtype, device = COMPUTE_DTYPES[name], torch.device(device)
+    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise RuntimeError(f"{torch.cuda.get_device_name(device)} has no bfloat16 (a T4 has none): "
+                           "use compute dtype float16 or float32")
+    try:  # a 2x2 matmul: the cheapest proof that this device can compute in this dtype
+        F.linear(torch.ones(2, 2, dtype=dtype, device=device), torch.ones(2, 2, dtype=dtype, device=device))
+    except RuntimeError as e:
+        raise RuntimeError(f"a {device.type} matmul in {name} fails here ({e}); choose another compute dtype") from e
+    return dtype
+
+
+class NF4Linear(nn.Module):
+    """A frozen linear layer stored in 4 bits, like bitsandbytes' Linear4bit: dequantize, then matmul."""
+
+    def __init__(self, weight: NF4Tensor, bias: torch.Tensor | None = None,
+                 compute_dtype: torch.dtype | str = torch.float32):
+        super().__init__()
+        if len(weight.shape) != 2:
+            raise ValueError(f"a linear weight is 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
+        self.out_features, self.in_features = weight.shape
+        self.compute_dtype = check_compute_dtype(compute_dtype, weight.device)
+        # a uint8 Parameter like bitsandbytes' Params4bit: counted as two weights per byte, never trained
+        self.weight = nn.Parameter(weight.packed, requires_grad=False)  # (out * in / 2,) uint8
+        self._store(weight)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)  # (out,)
+
+    def _store(self, q: NF4Tensor) -> None:
+        self.weight.data = q.packed
+        self.register_buffer("absmax", q.absmax)  # (blocks,) fp32, or uint8 codes with double quant
+        self.register_buffer("offset", q.offset)  # () fp32, or None
+        self.register_buffer("absmax2", q.absmax2)  # (ceil(blocks/256),) fp32, or None
+        self.blocksize, self.quant_type, self.weight_dtype = q.blocksize, q.quant_type, q.dtype
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, quant_type: str = "nf4", double_quant: bool = True,
+                    compute_dtype: torch.dtype | str = torch.float32, blocksize: int = 64) -> "NF4Linear":
+        """Quantize an nn.Linear's weight (bias kept as is)."""
+        q = quantize_4bit(linear.weight.detach(), blocksize, double_quant, quant_type)
+        return cls(q, linear.bias, compute_dtype)
+
+    @property
+    def quant_state(self) -> NF4Tensor:
+        """The stored weight as an NF4Tensor (shares this layer's tensors)."""
+        for t in (self.absmax, self.offset, self.absmax2):
+            if t is not None and t.dtype not in (torch.float32, torch.uint8):
+                raise RuntimeError(f"the 4-bit block scales were cast to {t.dtype} (by model.to(dtype) or .half()?), "
+                                   "which loses them: quantize after casting, or set the compute dtype instead")
+        return NF4Tensor(self.weight.data, self.absmax, self.blocksize, torch.Size((self.out_features, self.in_features)),
+                         self.weight_dtype, self.quant_type, self.offset, self.absmax2)
+
+    def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The weight, (out_features, in_features), in `dtype` (default: the compute dtype)."""
+        return dequantize_nf4(self.quant_state, dtype or self.compute_dtype)
+
+    def requantize_(self, weight: torch.Tensor) -> None:
+        """Store a new full-precision weight with this layer's 4-bit settings."""
+        self._store(quantize_4bit(weight.detach().to(self.weight_dtype), self.blocksize, self.absmax2 is not None,
+                                  self.quant_type))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.dequantize()  # (out, in) in compute dtype; a temporary, freed after the matmul
+        bias = None if self.bias is None else self.bias.to(self.compute_dtype)
+        return F.linear(x.to(self.compute_dtype), w, bias).to(x.dtype)  # (..., out) in the input's dtype
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"quant_type={self.quant_type}, double_quant={self.absmax2 is not None}, blocksize={self.blocksize}, "
+                f"compute_dtype={self.compute_dtype}")
+
+
+class QLoRALinear(LoRALinear):
+    """LoRA over a frozen 4-bit base: an NF4Linear (an nn.Linear is quantized first) plus trainable A and B."""
+
+    def __init__(self, base_layer: nn.Module, r: int, lora_alpha: float, lora_dropout: float = 0.0,
+                 init_lora_weights: bool | str = "gaussian", use_rslora: bool = False, fan_in_fan_out: bool = False,
+                 quant_type: str = "nf4", double_quant: bool = True, compute_dtype: torch.dtype | str = torch.float32):
+        if isinstance(base_layer, nn.Linear):
+            base_layer = NF4Linear.from_linear(base_layer, quant_type, double_quant, compute_dtype)
+        if not isinstance(base_layer, NF4Linear):
+            raise TypeError(f"base_layer={type(base_layer).__name__} is not accepted; QLoRALinear wraps an "
+                            "NF4Linear or an nn.Linear (which it quantizes)")
+        if fan_in_fan_out:
+            raise ValueError("fan_in_fan_out=True is not accepted: a 4-bit base is always stored (out, in)")
+        # forward is LoRALinear's: base_layer(x) + lora_B(lora_A(dropout(x))) * scaling, LoRA in fp32
+        super().__init__(base_layer, r, lora_alpha, lora_dropout, init_lora_weights, use_rslora, fan_in_fan_out)
+
+    def _add_to_base_weight(self, delta: torch.Tensor) -> None:
+        # merge()/unmerge() into the 4-bit weight: dequantize, add, requantize. Each round trip
+        # rounds again, so unmerge() does not give back the original 4-bit codes exactly.
+        with torch.no_grad():
+            self.base_layer.requantize_(self.base_layer.dequantize(torch.float32) + delta.float())
+
+    def dequantized_merge(self, dtype: torch.dtype | None = None) -> nn.Linear:
+        """A plain nn.Linear holding W0 + ΔW in `dtype` (default: the base's original dtype): no 4-bit rounding of ΔW."""
+        base = self.base_layer
+        dtype = dtype or base.weight_dtype
+        with torch.no_grad():
+            w = base.dequantize(torch.float32)  # (out, in)
+            if not self.merged:
+                w = w + self.get_delta_weight().float()
+            linear = nn.Linear(self.in_features, self.out_features, bias=base.bias is not None,
+                               device=w.device, dtype=dtype)
+            linear.weight.copy_(w)
+            if base.bias is not None:
+                linear.bias.copy_(base.bias)
+        return linear
+
+
+def quantize_model(model: nn.Module, quant_type: str = "nf4", double_quant: bool = True,
+                   compute_dtype: torch.dtype | str = torch.float32, skip: tuple[str, ...] = ("lm_head",),
+                   blocksize: int = 64) -> nn.Module:
+    """Replace every nn.Linear whose name (or last part of it) is not in `skip` by an NF4Linear, in place."""
+    if lora_layers(model):
+        raise ValueError("the model already has LoRA layers: quantize first, then inject LoRA (get_qlora_model)")
+    names = [name for name, m in model.named_modules()
+             if type(m) is nn.Linear and name not in skip and name.rsplit(".", 1)[-1] not in skip]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear outside skip={skip} to quantize")
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        layer = model.get_submodule(name)
+        setattr(model.get_submodule(parent), child,
+                NF4Linear.from_linear(layer, quant_type, double_quant, compute_dtype, blocksize))
+    return model.requires_grad_(False)
+
+
+def get_qlora_model(model: nn.Module, lora_config: LoraConfig | None = None, quantization_config=None) -> nn.Module:
+    """QLoRA in one call: quantize the linear layers to 4 bits, then put QLoRALinear adapters on the targets."""
+    # quantization_config: anything with BitsAndBytesConfig's fields (transformers' own class works);
+    # None means QLoRA's settings, not transformers' defaults (fp4, no double quant)
+    qc = quantization_config
+    if qc is not None and not getattr(qc, "load_in_4bit", False):
+        raise ValueError("quantization_config does not ask for 4-bit weights (load_in_4bit is not True)")
+    quantize_model(model,
+                   quant_type=getattr(qc, "bnb_4bit_quant_type", "nf4"),
+                   double_quant=getattr(qc, "bnb_4bit_use_double_quant", True),
+                   compute_dtype=getattr(qc, "bnb_4bit_compute_dtype", None) or torch.float32,
+                   skip=tuple(getattr(qc, "llm_int8_skip_modules", None) or ("lm_head",)))
+    # QLoRA's reference script: r=64, alpha=16, every linear layer but lm_head
+    lora_config = lora_config or LoraConfig(r=64, lora_alpha=16, target_modules="all-linear")
+    return inject_lora(model, lora_config, layer_cls=QLoRALinear)
+
+
+def merge_and_dequantize(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
+    """Replace every QLoRALinear by the plain nn.Linear of its dequantized_merge(), in place."""
+    layers = [(name, layer) for name, layer in lora_layers(model) if isinstance(layer, QLoRALinear)]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no QLoRALinear layers to merge")
+    for name, layer in layers:
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, layer.dequantized_merge(dtype))
+    if hasattr(model, "lora_config"):
+        del model.lora_config
+    return model
