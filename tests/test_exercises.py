@@ -1,0 +1,197 @@
+"""lora_lab.exercises: every check accepts a right answer, says "not done yet" to a stub, and rejects a known-wrong answer with a message that names the mistake."""
+
+import math
+
+import peft
+import pytest
+import torch
+from torch import nn
+
+from lora_lab import exercises as ex
+from lora_lab.exercises import concepts
+
+
+def stub(*args, **kwargs):
+    raise NotImplementedError
+
+
+class StubClass(nn.Module):
+    def __init__(self, *args, **kwargs):
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------- right answers (short versions of the solutions notebooks)
+
+def compute_dtype_for(gpu_name, bf16_supported):
+    return torch.float32 if gpu_name is None else torch.bfloat16 if bf16_supported else torch.float16
+
+
+def lora_factors(delta, r):
+    u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+    return u[:, :r] * s[:r], vh[:r]
+
+
+class LoRA(nn.Module):
+    def __init__(self, base_layer, r, lora_alpha, lora_dropout=0.0):
+        super().__init__()
+        self.base_layer = base_layer.requires_grad_(False)
+        self.lora_A = nn.Linear(base_layer.in_features, r, bias=False)
+        self.lora_B = nn.Linear(r, base_layer.out_features, bias=False)
+        nn.init.normal_(self.lora_A.weight, std=1 / r)
+        nn.init.zeros_(self.lora_B.weight)
+        self.lora_dropout, self.scaling, self.merged = nn.Dropout(lora_dropout), lora_alpha / r, False
+
+    def forward(self, x):
+        out = self.base_layer(x)
+        return out if self.merged else out + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
+
+    def merge(self):
+        with torch.no_grad():
+            self.base_layer.weight += self.lora_B.weight @ self.lora_A.weight * self.scaling
+        self.merged = True
+
+    def unmerge(self):
+        with torch.no_grad():
+            self.base_layer.weight -= self.lora_B.weight @ self.lora_A.weight * self.scaling
+        self.merged = False
+
+
+class LoRAMergesTwice(LoRA):
+    def merge(self):
+        with torch.no_grad():
+            self.base_layer.weight += self.lora_B.weight @ self.lora_A.weight * self.scaling
+
+
+class LoRAWithoutScaling(LoRA):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.scaling = 1.0
+
+
+class LoRADropsTheBase(LoRA):
+    def forward(self, x):
+        x = self.lora_dropout(x)
+        return self.base_layer(x) + self.lora_B(self.lora_A(x)) * self.scaling
+
+
+def linear_layer_names(model):
+    head = model.get_output_embeddings()
+    return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear) and m is not head})
+
+
+def peft_key(name):
+    return "base_model.model." + name.replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default.")
+
+
+def copy_adapter(peft_model, our_model):
+    theirs = dict(peft_model.named_parameters())
+    with torch.no_grad():
+        for n, p in our_model.named_parameters():
+            if "lora_" in n:
+                p.copy_(theirs[peft_key(n)])
+
+
+def copy_without_adapter_name(peft_model, our_model):
+    theirs = dict(peft_model.named_parameters())
+    with torch.no_grad():
+        for n, p in our_model.named_parameters():
+            if "base_model.model." + n in theirs:
+                p.copy_(theirs["base_model.model." + n])
+
+
+def nf_codebook(bits):
+    normal = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0)
+    half, offset = 2 ** (bits - 1), 1 - 0.5 * (1 / (2 * (2**bits - 1)) + 1 / (2 * 2**bits))
+    pos = normal.icdf(torch.linspace(offset, 0.5, half + 1, dtype=torch.float64)[:-1])
+    neg = -normal.icdf(torch.linspace(offset, 0.5, half, dtype=torch.float64)[:-1])
+    v = torch.cat([neg, torch.zeros(1, dtype=torch.float64), pos]).sort().values
+    return (v / v.max()).float()
+
+
+# (check, right answer, known-wrong answer, a phrase the rejection must contain)
+CASES = {
+    "compute_dtype": (ex.check_compute_dtype, compute_dtype_for, lambda name, bf16: torch.bfloat16, "on a CPU, compute in float32"),
+    "weights_gib": (ex.check_weights_gib, lambda n, b: n * b / 8 / 2**30, lambda n, b: n * b / 8 / 1e9, "GiB = 2**30 bytes"),
+    "weights_gib_bits": (ex.check_weights_gib, lambda n, b: n * b / 8 / 2**30, lambda n, b: n * b / 2**30, "divide by 8"),
+    "llama2_format": (ex.check_llama2_format, lambda p, a: f"<s>[INST] {p} [/INST] {a} </s>",
+                      lambda p, a: f"<s>[INST] {p} [/INST] {a}", "EOS token </s>"),
+    "rank_r_matrix": (ex.check_rank_r_matrix, lambda d, k, r: torch.randn(d, r) @ torch.randn(r, k),
+                      lambda d, k, r: torch.randn(d, k), "multiply a random d × r matrix"),
+    "lora_factors": (ex.check_lora_factors, lora_factors,
+                     lambda delta, r: (torch.linalg.svd(delta)[0][:, :r], torch.linalg.svd(delta)[2][:r]),
+                     "singular values are missing"),
+    "lora_factors_swapped": (ex.check_lora_factors, lora_factors, lambda delta, r: tuple(reversed(lora_factors(delta, r))),
+                             "swapped"),
+    "max_useful_rank": (ex.check_max_useful_rank, lambda d, k: (d * k - 1) // (d + k), lambda d, k: min(d, k),
+                        "more than the matrix"),
+    "lora_linear_scaling": (ex.check_lora_linear, LoRA, LoRAWithoutScaling, "lora_alpha / r"),
+    "lora_linear_merge": (ex.check_lora_linear, LoRA, LoRAMergesTwice, "counted twice"),
+    "lora_linear_dropout": (ex.check_lora_linear, LoRA, LoRADropsTheBase, "LoRA path's input only"),
+    "lora_param_count": (ex.check_lora_param_count, lambda shapes, r: sum(r * (d + k) for d, k in shapes),
+                         lambda shapes, r: sum(d * k for d, k in shapes), "size of the full matrices"),
+    "same_scaling_alpha": (ex.check_same_scaling_alpha,
+                           lambda a, r, n, use_rslora=False: a * (math.sqrt(n / r) if use_rslora else n / r),
+                           lambda a, r, n, use_rslora=False: a, "changes the scaling"),
+    "gpt2_lora_config": (ex.check_gpt2_lora_config,
+                         lambda: peft.LoraConfig(r=8, lora_alpha=32, target_modules=["c_attn"], fan_in_fan_out=True),
+                         lambda: peft.LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj"]),
+                         "fused Conv1D named c_attn"),
+    "all_linear_targets": (ex.check_all_linear_targets, linear_layer_names,
+                           lambda m: sorted({n.rsplit(".", 1)[-1] for n, x in m.named_modules() if isinstance(x, nn.Linear)}),
+                           "output head"),
+    "copy_adapter": (ex.check_copy_adapter, copy_adapter, copy_without_adapter_name, "adapter name"),
+    "unpack_codes": (ex.check_unpack_codes, lambda p, n: torch.stack([p >> 4, p & 0xF], 1).flatten()[:n],
+                     lambda p, n: torch.stack([p & 0xF, p >> 4], 1).flatten()[:n], "HIGH nibble"),
+    "nf_codebook": (ex.check_nf_codebook, nf_codebook,
+                    lambda bits: torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.03, 0.97, 2**bits)),
+                    "exact 0.0"),
+    "bits_per_param": (ex.check_bits_per_param, lambda bs, dq: 4 + (8 / bs + 32 / (256 * bs) if dq else 32 / bs),
+                       lambda bs, dq: 4 + (8 if dq else 32) / bs, "one per 256 blocks"),
+}
+CHECKS = sorted({c.__name__: c for c, *_ in CASES.values()}.items())
+
+
+def test_every_check_of_notebooks_00_to_04_is_exported_and_tested():
+    exported = {n for n in concepts.__all__ if n.startswith("check_")}
+    assert exported == {name for name, _ in CHECKS}
+    assert all(getattr(ex, n) is getattr(concepts, n) for n in exported)  # lora_lab.exercises.check_…
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_right_answer_passes(case):
+    check, right, _, _ = CASES[case]
+    torch.manual_seed(0)
+    verdict = check(right)
+    assert verdict.passed is True and bool(verdict)
+    assert ": correct — " in repr(verdict)
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_wrong_answer_is_rejected_in_plain_words(case):
+    check, _, wrong, phrase = CASES[case]
+    torch.manual_seed(0)
+    with pytest.raises(AssertionError) as info:
+        check(wrong)
+    message = str(info.value)
+    assert message.startswith("Exercise ") and "not yet right — " in message
+    assert phrase in message, message
+
+
+@pytest.mark.parametrize("name,check", CHECKS, ids=[n for n, _ in CHECKS])
+def test_stub_is_not_done_yet(name, check):
+    verdict = check(StubClass if name == "check_lora_linear" else stub)
+    assert verdict.passed is None and not verdict
+    assert "not done yet" in repr(verdict) and "NotImplementedError" in repr(verdict)
+
+
+def test_the_learners_own_errors_are_not_hidden():
+    def buggy(d, k, r):
+        return torch.randn(d, r) @ torch.randn(k, r)  # a shape error in the learner's code
+
+    with pytest.raises(RuntimeError):
+        ex.check_rank_r_matrix(buggy)
+
+
+def test_verdicts_are_deterministic():
+    assert repr(ex.check_max_useful_rank(lambda d, k: (d * k - 1) // (d + k))) == repr(
+        ex.check_max_useful_rank(lambda d, k: (d * k - 1) // (d + k)))
