@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -36,12 +38,57 @@ if "google.colab" in sys.modules:
     sys.path.insert(0, "/content/lora-lab")
 
 # %% tags=["nbval-ignore-output"]
+import torch
+from transformers.utils import logging
+
 import lora_lab
 from lora_lab.env import describe_environment, gpu_advice, versions
 
+logging.disable_progress_bar()  # no loading bars in the stored outputs
+torch.set_num_threads(1)  # tiny matrices: one thread loses little, and never fights other jobs for the cores
 versions()
 
 # %% [markdown]
+# ## LoRA and QLoRA on one page
+#
+# **Fine-tuning** continues training a pretrained model on your own examples, so that it follows your
+# format or learns your task. Done in full, every parameter trains: for a 7-billion-parameter model that
+# means gradients and optimizer state for all 7 billion, over 100 GB of GPU memory.
+#
+# **LoRA** (Hu et al. 2021) freezes the pretrained weights and trains, next to chosen weight matrices,
+# a small *low-rank* update: two thin matrices B and A whose product has the shape of the weight. Two
+# settings matter most: the **rank r** (more capacity, more parameters) and **α** (how strongly the
+# update is weighted, through the factor α/r). Trainable parameters drop by orders of magnitude, and a
+# trained adapter is a file of a few megabytes that can be swapped or merged back into the model.
+#
+# **QLoRA** (Dettmers et al. 2023) does the same on top of a base model stored in **4 bits** (the NF4
+# format), which shrinks the frozen weights about fourfold; the adapter itself still trains in 16 or 32
+# bits. That is what fits a 7B model's fine-tune on a free Colab T4.
+#
+# Articles often summarise the two like this. The kit does not take the summary on trust; each row is
+# measured in the notebook named in the last column:
+#
+# | | LoRA | QLoRA | measured in |
+# |---|---|---|---|
+# | trainable parameters | a small fraction (0.06–2% for Llama-2-7B) | the same adapter | 02, 03 |
+# | precision of the frozen base | 16 or 32 bits | 4 bits (NF4) | 04 |
+# | memory | low | very low | 04 (Llama-2-7B), 05 |
+# | quality | close to full fine-tuning | a small cost from 4-bit rounding | 05, 06 |
+#
+# **Which to use?** When the base model fits in memory in 16 bits with room to train, LoRA is simpler
+# and avoids any 4-bit rounding. When memory is the limit — a 7B model on a 16 GB GPU, a bigger model on
+# a bigger one — QLoRA makes the fine-tune possible at all.
+#
+# Neither is limited to text: the same adapters fine-tune translation, summarisation, classification and
+# question answering, image generators (style LoRAs are the best-known example) and speech models —
+# wherever a network has large linear layers. The hard parts remain choosing r, α, the learning rate and
+# the target layers (notebooks 02 and 03 explore them), and that training still wants a GPU for models of
+# real size. The tools are Hugging Face **Transformers** (models), **PEFT** (LoRA), **bitsandbytes** (4-bit
+# weights), **Accelerate** (devices) and **TRL** (the supervised fine-tuning trainer); lora_lab rebuilds the
+# LoRA and NF4 parts from scratch and checks them against PEFT and bitsandbytes. Newer work combines
+# adapters with other methods (DoRA, QA-LoRA, rsLoRA), runs them on edge devices, and keeps one adapter
+# per user or task for personalisation.
+#
 # ## What can this machine run?
 #
 # Everything in the kit runs on a laptop CPU with the embedded tiny model. A GPU unlocks the real
@@ -52,6 +99,10 @@ versions()
 # %% tags=["nbval-ignore-output"]
 env = describe_environment()
 env
+
+# %% [markdown]
+# Whatever this machine is, here is what the kit says on Colab's free GPU, a T4: it has 14.75 GiB of
+# usable memory and no bf16, so the fine-tune computes in fp16 there.
 
 # %%
 print(gpu_advice("Tesla T4", 14.75, bf16=False))
@@ -84,6 +135,25 @@ print(tok.convert_ids_to_tokens(ids))
 
 # %%
 print(tok.convert_ids_to_tokens(tok("café", add_special_tokens=False).input_ids))
+
+# %% [markdown]
+# ## How the model picks a word: temperature
+#
+# A language model outputs a score (*logit*) for every token of its vocabulary; softmax turns the scores
+# into probabilities. Sampling divides the logits by a **temperature** first: below 1 the distribution
+# sharpens (more confident, more repetitive), above 1 it flattens (more diverse, more mistakes), and 1
+# leaves it unchanged. Greedy decoding, which the kit uses to score answers, always takes the top token.
+
+# %%
+prefix = tok("the", return_tensors="pt").input_ids  # "<s> the": what word comes next?
+with torch.no_grad():
+    logits = model(prefix).logits[0, -1]  # scores for the next token, (vocab,)
+for t in (0.5, 1.0, 2.0):
+    p = torch.softmax(logits / t, dim=-1)
+    top = p.topk(3)
+    words = ", ".join(f"{tok.convert_ids_to_tokens(int(i))!r} {v:.2f}" for v, i in zip(top.values, top.indices))
+    entropy = -(p * p.clamp_min(1e-12).log()).sum()
+    print(f"temperature {t}: top three {words}; entropy {entropy:.2f} nats")
 
 # %% [markdown]
 # ## The instruction data
@@ -120,4 +190,51 @@ assert score["accuracy"] <= 0.20  # the base model has never seen the [INST] for
 # | 05 QLoRA from scratch | a 4-bit base with a LoRA adapter, trained in a plain loop |
 # | 06 QLoRA fine-tune of Llama-2 | the full recipe: tiny model on CPU, Llama-2-7B on a Colab T4 |
 #
-# Each notebook opens in Colab from its badge, and runs on a CPU in under two minutes.
+# Each notebook runs on a CPU in under two minutes. To open one in Colab, click the *Open in Colab*
+# badge at its top (or in the README): Colab loads it from GitHub, and its first code cell installs the
+# kit, about a minute the first time. Everything up to notebook 05 runs on Colab's CPU runtime too; for
+# Llama-2-7B in notebook 06, choose *Runtime → Change runtime type → T4 GPU* before running. Each
+# notebook ends with exercises whose checks tell you what is right or wrong; the solutions are in
+# `notebooks/solutions/`.
+#
+# ## Exercises
+#
+# Each exercise has a stub that raises `NotImplementedError`, followed by a check. Write your answer
+# in place of the `raise`, run the cell, and the check says what is right or wrong. Solutions:
+# `notebooks/solutions/00_start_here_solutions.ipynb`.
+#
+# **Exercise 1.** Write `compute_dtype_for(gpu_name, bf16_supported)`: the torch dtype the fine-tune
+# should compute in — `gpu_name` is `None` on a CPU.
+
+# %%
+from lora_lab.exercises import check_compute_dtype, check_llama2_format, check_weights_gib
+
+
+def compute_dtype_for(gpu_name: str | None, bf16_supported: bool | None) -> torch.dtype:
+    raise NotImplementedError  # your code here
+
+
+check_compute_dtype(compute_dtype_for)
+
+# %% [markdown]
+# **Exercise 2.** Write `weights_gib(n_params, bits_per_param)`: the memory the weights take, in GiB
+# (2³⁰ bytes, the unit GPU memory is quoted in). Try it on Llama-2-7B's 6,738,415,616 parameters at 16
+# bits and at 4.127.
+
+# %%
+def weights_gib(n_params: int, bits_per_param: float) -> float:
+    raise NotImplementedError  # your code here
+
+
+check_weights_gib(weights_gib)
+
+# %% [markdown]
+# **Exercise 3.** Write `llama2_row(prompt, answer)`: one training row in the data's format, as shown in
+# the instruction data above.
+
+# %%
+def llama2_row(prompt: str, answer: str) -> str:
+    raise NotImplementedError  # your code here
+
+
+check_llama2_format(llama2_row)
