@@ -293,14 +293,15 @@ for ax, r in zip(axes[1:], (1, 8, 32)):
 # ## What this shows, and what it doesn't
 #
 # - The updates fine-tuning makes are **low rank** in practice: here rank 8 of 192 keeps most of every
-#   update and most of its effect on the loss, while the pretrained weights themselves are nowhere near
-#   low rank. The LoRA paper (§7) found the same for GPT-3 175B, down to r = 1 or 2 for some matrices.
+#   update and nearly all of its effect on the loss, while the pretrained weights spread over many more
+#   directions. The LoRA paper made the matching observation on GPT-3 175B: adapters of rank 1 or 2 on
+#   Wq and Wv did about as well as rank 64 (its Table 6 and §7).
 # - So instead of learning ΔW (d·k numbers) and compressing it afterwards, **LoRA learns the factors
 #   directly**: ΔW = B·A with B of shape d × r and A of shape r × k, trained while W stays frozen.
 #   Notebook 02 builds that layer.
-# - Caveats: this was 30 steps on a small model and a narrow task; a longer, harder fine-tune can need
+# - Caveats: this was 100 steps on a small model and a narrow task; a longer, harder fine-tune can need
 #   a larger r. And an update being low rank after full fine-tuning does not promise that training B
-#   and A from scratch finds an equally good one — notebook 02 trains LoRA directly and measures it.
+#   and A from scratch finds an equally good one — notebooks 02 and 03 train LoRA directly.
 #
 # ## Exercises
 #

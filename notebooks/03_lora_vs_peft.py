@@ -298,7 +298,9 @@ assert diff < 1e-5
 # Leave `target_modules` out and PEFT picks a default per architecture; for Llama and Mistral it is
 # `q_proj` and `v_proj` — the LoRA paper's choice for GPT-3. The QLoRA paper instead puts LoRA on
 # **every linear layer** of the transformer blocks, and found that necessary to match full fine-tuning.
-# Nothing warns you which one you got:
+# (Descriptions of LoRA often list Wq, Wk, Wv, Wo "and the two MLP matrices" — the original
+# Transformer's. Llama's gated MLP has three, `gate_proj`, `up_proj` and `down_proj`: seven linear
+# layers per block.) Nothing warns you which targets you got:
 
 # %%
 default = peft.get_peft_model(copy.deepcopy(pretrained), peft.LoraConfig(r=8, lora_alpha=16))
@@ -359,8 +361,8 @@ assert late["all-linear at r=2"] < late["q, v at r=8"] - 0.2
 
 # %% [markdown]
 # At about the same budget, spreading the rank over all seven projections ends clearly lower than
-# concentrating it on q and v: the tiny model agrees with the paper. QLoRA's recipe, and the kit's
-# fine-tune in notebook 06, adapt all linear layers; if you use PEFT, say `target_modules="all-linear"`.
+# concentrating it on q and v: the tiny model agrees with the paper. QLoRA's recipe adapts all linear
+# layers; with PEFT, say so: `target_modules="all-linear"`.
 #
 # ### 3. Tutorial code that no longer runs
 #

@@ -265,8 +265,8 @@ print(f"scales restored from 8 bits: largest relative error {((restored - scales
 # Against bitsandbytes, the 4-bit codes, the offset and `absmax2` are identical, but a few of the 8-bit
 # scale codes differ. Which is right? Measure the distance from each centred scale to the table value
 # each library chose: ours is always the nearest, and where bitsandbytes differs, its choice is farther by
-# only a few 1e-5 — a near-tie between two neighbouring table values that its CPU kernel breaks the
-# other way (table steps there are about 0.01).
+# only a few 1e-5 — far less than the gap between neighbouring table values: near-ties that its CPU
+# kernel breaks the other way.
 
 # %%
 theirs_packed, theirs_state = bnbf.quantize_4bit(big, blocksize=64, quant_type="nf4", compress_statistics=True)
@@ -330,8 +330,8 @@ plots.print_table(["shape", "blocksize", "bitsandbytes: largest error", "wrong r
 
 # %% [markdown]
 # The pattern: bitsandbytes 0.50.2's CPU `dequantize_4bit` goes wrong when the **last dimension is not
-# a multiple of the blocksize** and there is more than one row — row 0 is right, the following rows read
-# the wrong scales. (Odd last dimensions take a slower pure-PyTorch path that is right.) Its 4-bit linear
+# a multiple of the blocksize** and there is more than one row: the first rows come out right, later
+# ones wrong. (Odd last dimensions take a slower pure-PyTorch path that is right.) Its 4-bit linear
 # layer inherits the bug: `Linear4bit`'s CPU forward is wrong when `in_features` is not a multiple of 64.
 
 # %%
@@ -351,8 +351,8 @@ plots.print_table(["in_features", "multiple of 64", "Linear4bit vs exact matmul"
 # %% [markdown]
 # This is why every linear layer of the kit's tiny Llama has an input size of 192 or 512, multiples of
 # 64: with any other size, a QLoRA run through bitsandbytes on a CPU would train on silently wrong
-# weights. (On a GPU, bitsandbytes' CUDA kernels are not affected.) A from-scratch implementation is a
-# reference you can reason about line by line — which is what made the bug findable.
+# weights. (This is bitsandbytes' CPU code; on a GPU its CUDA kernels do the work.) A from-scratch
+# implementation is a reference you can reason about line by line — which is what made the bug findable.
 #
 # ## NF4 against FP4 and int4
 #
@@ -374,9 +374,10 @@ for data_name in ("tiny Llama weights", "N(0, 1) samples"):
     assert rmse[data_name, "nf4"] < rmse[data_name, "int4"] and rmse[data_name, "nf4"] < rmse[data_name, "fp4"]
 
 # %% [markdown]
-# NF4 wins on both, by about 16% over int4 and 25% over FP4. Note which one transformers gives you by
-# default: `BitsAndBytesConfig(load_in_4bit=True)` means **FP4, no double quantization, fp32 compute** —
-# not QLoRA's settings. Set them explicitly (`lora_lab.models.bnb_4bit_config` does):
+# NF4 wins on both: about 15% less error than int4 and 25% less than FP4. Note which of them
+# transformers gives you by default: `BitsAndBytesConfig(load_in_4bit=True)` means **FP4, no double
+# quantization, fp32 compute** — not QLoRA's settings. Set them explicitly
+# (`lora_lab.models.bnb_4bit_config` does):
 
 # %%
 from transformers import BitsAndBytesConfig
@@ -489,6 +490,9 @@ plots.print_table(["Llama-2-7B weights", "GB", "GiB"],
 assert round(weights["fp16"] / GB, 2) == 13.48 and weights["NF4 + double quant"] / GB < 3.9
 
 # %% [markdown]
+# Double quantization saves about 0.3 GB here. The classic Llama-2 Colab recipe leaves it off
+# (`bnb_4bit_use_double_quant=False`), and pays 4.5 bits per weight instead of 4.127.
+#
 # Training needs more than the weights. With Adam, each *trainable* parameter also carries a gradient
 # and two running averages; in mixed precision that is about 16 bytes per trainable parameter (fp16
 # weight and gradient, an fp32 master copy, two fp32 Adam moments); LoRA and QLoRA keep the adapter in
