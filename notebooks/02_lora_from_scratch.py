@@ -293,7 +293,9 @@ print(f"9 runs, {sum(g['seconds'] for g in grid.values()):.0f} s of training in 
 #
 # Drag **r** and **α**. The text updates the trainable parameter count at that r, for the tiny Llama and
 # for Llama-2-7B (both with q_proj and v_proj adapted), the scaling α/r, and, for the run trained at
-# that (r, α), its final loss and update size ‖(α/r)·B·A‖. The left plot draws that run's loss curve in
+# that (r, α), its final loss and update size ‖(α/r)·B·A‖ — and what that same trained B·A would
+# amount to under the other α values (α only scales a fixed B·A; what changes the picture is that
+# training with a different α learns a different B·A). The left plot draws that run's loss curve in
 # bold over the other eight; the right plot marks it in the grid of update sizes. Nothing is trained
 # when you drag: the nine runs above are looked up.
 
@@ -315,7 +317,10 @@ def show_run(r, lora_alpha):
     text = (f"<b>r = {r}, α = {lora_alpha}</b> → scaling α/r = {lora_alpha / r:g}<br>"
             f"trainable: tiny Llama {tiny_n:,} ({100 * tiny_n / (tiny_total + tiny_n):.3f}%), "
             f"Llama-2-7B {big_n:,} ({100 * big_n / (big_total + big_n):.4f}%)<br>"
-            f"after 60 steps: mean loss of the last 5 steps {sum(g['losses'][-5:]) / 5:.3f}, ‖(α/r)·B·A‖ = {g['delta_norm']:.3f}")
+            f"after 60 steps: mean loss of the last 5 steps {sum(g['losses'][-5:]) / 5:.3f}, "
+            f"‖(α/r)·B·A‖ = {g['delta_norm']:.3f}<br>"
+            f"the same trained B·A scaled with another α: "
+            + ", ".join(f"α = {a}: {g['delta_norm'] * a / lora_alpha:.3f}" for a in ALPHAS))
     fig, (ax1, ax2) = plots.figure(ncols=2, width=4.0)
     plots.plot_curves(ax1, curves, highlight=label(r, lora_alpha), title="training loss")
     ax2.imshow(norm_grid.log().numpy(), cmap="Reds")  # colour on a log scale: the sizes span 40×
