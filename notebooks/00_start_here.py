@@ -59,18 +59,19 @@ versions()
 # a small *low-rank* update: two thin matrices B and A whose product has the shape of the weight. Two
 # settings matter most: the **rank r** (more capacity, more parameters) and **α** (how strongly the
 # update is weighted, through the factor α/r). Trainable parameters drop by orders of magnitude, and a
-# trained adapter is a file of a few megabytes that can be swapped or merged back into the model.
+# trained adapter is a small file (16 MB for Llama-2-7B at r = 8, next to 13.5 GB for the model itself)
+# that can be swapped or merged back into the model.
 #
 # **QLoRA** (Dettmers et al. 2023) does the same on top of a base model stored in **4 bits** (the NF4
-# format), which shrinks the frozen weights about fourfold; the adapter itself still trains in 16 or 32
-# bits. That is what fits a 7B model's fine-tune on a free Colab T4.
+# format), which shrinks the frozen weights about 3.5-fold (13.5 GB → 3.9 GB for Llama-2-7B); the adapter
+# itself still trains in 16 or 32 bits. That is what fits a 7B model's fine-tune on a free Colab T4.
 #
-# Articles often summarise the two like this. The kit does not take the summary on trust; each row is
-# measured in the notebook named in the last column:
+# Articles often summarise the two like this. The kit does not take the summary on trust; the last
+# column says where each row is measured:
 #
 # | | LoRA | QLoRA | measured in |
 # |---|---|---|---|
-# | trainable parameters | a small fraction (0.06–2% for Llama-2-7B) | the same adapter | 02, 03 |
+# | trainable parameters | a small fraction (0.06–2.3% for Llama-2-7B) | the same adapter | 02, 03 |
 # | precision of the frozen base | 16 or 32 bits | 4 bits (NF4) | 04 |
 # | memory | low | very low | 04 (Llama-2-7B), 05 |
 # | quality | close to full fine-tuning | a small cost from 4-bit rounding | 05, 06 |
