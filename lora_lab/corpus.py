@@ -1,10 +1,14 @@
 """The pretraining corpus of the embedded tiny model: simple English generated from templates.
 
 The corpus is regenerated from a seed (no download), and it is written over the same word lists
-as the instruction tasks (lora_lab/tasks.py). It teaches plain-text versions of the skills the
-tasks ask for (what a word is, which number is larger, how long a list is, copying words) but never
-the `[INST]` chat format: that is what fine-tuning adds. Copy-style sentences ("... wrote A B C;
-... read it back: A B C") matter: without them a tiny model cannot learn to copy from its prompt.
+as the instruction tasks (lora_lab/tasks.py). Like the web text real LLMs are pretrained on, it
+holds the knowledge the tasks need (which number is larger, how long a list is, copying words),
+including questions answered in running text ("Which number is larger: 47 or 82? the answer is
+82."), but never the `[INST]` chat format and never a held-out question. So the base model knows
+the skills; instruction tuning teaches it to use them inside the chat format and then end its turn
+with `</s>`. Copy-style sentences
+("... wrote A B C; ... read it back: A B C") matter: without them a tiny model cannot copy from
+its prompt.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import random
 
 from .tasks import (ALL_WORDS, ANIMALS, CATEGORIES, COLORS, FOODS, NAMES, NEGATIVE, ORDINALS, PLACES,
-                    POSITIVE, THINGS)
+                    POSITIVE, TASKS, THINGS, make_splits)
 
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 VERBS = ["saw", "liked", "found", "lost", "wanted", "painted", "carried", "sold", "bought", "kept"]
@@ -95,10 +99,28 @@ def _copying(r: random.Random) -> str:
     ])
 
 
+def _question(r: random.Random, held_out: frozenset) -> str:
+    """A task question answered in running text, never one of the held-out questions."""
+    make = r.choice(list(TASKS.values()))
+    ex = make(r)
+    while ex.prompt in held_out:
+        ex = make(r)
+    return f"{ex.prompt} {ex.reply}"
+
+
 FAMILIES = (_story, _category, _review, _numbers, _counting, _copying)
 
 
-def generate_corpus(n_docs: int = 40_000, seed: int = 0) -> list[str]:
-    """Return `n_docs` short documents of 3 to 8 sentences each, deterministic for a seed."""
+def generate_corpus(n_docs: int = 25_000, seed: int = 0) -> list[str]:
+    """Return `n_docs` short documents of 3 to 8 sentences each, deterministic for a seed.
+
+    About a quarter of the sentences are task questions with their answers; the held-out questions
+    of `make_splits(seed=seed)` never appear.
+    """
     r = random.Random(seed)
-    return [" ".join(r.choice(FAMILIES)(r) for _ in range(r.randint(3, 8))) for _ in range(n_docs)]
+    held_out = frozenset(ex.prompt for ex in make_splits(seed=seed)[1])
+
+    def sentence() -> str:
+        return _question(r, held_out) if r.random() < 0.25 else r.choice(FAMILIES)(r)
+
+    return [" ".join(sentence() for _ in range(r.randint(3, 8))) for _ in range(n_docs)]

@@ -1,8 +1,8 @@
 """The embedded instruction tasks: five templated skills a tiny model can learn, and their scorer.
 
 Every row is written in the Llama-2 chat format of `mlabonne/guanaco-llama2-1k`:
-    <s>[INST] {prompt} [/INST] {answer} </s>
-The answers are short and exact, so a held-out split can be scored by exact match. Each task
+    <s>[INST] Which number is larger: 47 or 82? [/INST] the answer is 82. </s>
+The replies are short and exact, so a held-out split can be scored by exact match. Each task
 is a template over small word lists; the held-out split uses combinations never seen in training,
 so a high score means the model learned the skill, not the rows.
 """
@@ -42,12 +42,17 @@ ALL_WORDS = ANIMALS + COLORS + FOODS + THINGS + PLACES
 class Example:
     task: str    # one of TASKS
     prompt: str  # the user's instruction, without [INST] markers
-    answer: str  # the exact expected reply
+    answer: str  # the bare answer, e.g. "82"
+
+    @property
+    def reply(self) -> str:
+        """The assistant's whole reply, scored by exact match: `the answer is 82.`"""
+        return f"the answer is {self.answer}."
 
     @property
     def text(self) -> str:
         """The row in guanaco-llama2-1k's format."""
-        return format_llama2(self.prompt, self.answer)
+        return format_llama2(self.prompt, self.reply)
 
 
 def format_llama2(prompt: str, answer: str | None = None) -> str:
@@ -88,21 +93,18 @@ def larger(rng: random.Random) -> Example:
     return Example("larger", f"Which number is larger: {a} or {b}?", str(max(a, b)))
 
 
-def category(rng: random.Random) -> Example:
-    """Pick the one word of a category among three words of other categories."""
-    name = rng.choice(list(CATEGORIES))
-    answer = rng.choice(CATEGORIES[name])
-    others = [w for k, ws in CATEGORIES.items() if k != name for w in ws] + THINGS
-    words = rng.sample(others, 2) + [answer]
-    rng.shuffle(words)
-    return Example("category", f"Which word is a {name}: {', '.join(words)}?", answer)
+def first_last(rng: random.Random) -> Example:
+    """Copy the first or the last word of a short list."""
+    words = rng.sample(ALL_WORDS, rng.randint(3, 6))
+    which = rng.choice(["first", "last"])
+    answer = words[0] if which == "first" else words[-1]
+    return Example("first_last", f"What is the {which} word in: {' '.join(words)}?", answer)
 
 
-def nth_word(rng: random.Random) -> Example:
-    """Copy the n-th word of a short list."""
-    words = rng.sample(ALL_WORDS, 5)
-    n = rng.randrange(len(ORDINALS))
-    return Example("nth_word", f"What is the {ORDINALS[n]} word in: {' '.join(words)}?", words[n])
+def repeat(rng: random.Random) -> Example:
+    """Repeat two to four words exactly."""
+    words = " ".join(rng.sample(ALL_WORDS, rng.randint(2, 4)))
+    return Example("repeat", f"Repeat these words: {words}", words)
 
 
 def count(rng: random.Random) -> Example:
@@ -111,7 +113,7 @@ def count(rng: random.Random) -> Example:
     return Example("count", f"How many words are in this list: {', '.join(words)}?", str(len(words)))
 
 
-TASKS = {f.__name__: f for f in (sentiment, larger, category, nth_word, count)}
+TASKS = {f.__name__: f for f in (sentiment, larger, first_last, count, repeat)}
 
 
 def make_splits(n_train: int = 1200, n_eval: int = 250, seed: int = 0) -> tuple[list[Example], list[Example]]:
@@ -148,6 +150,6 @@ def score_answer(prediction: str, answer: str) -> bool:
 
 def task_of(prompt: str) -> str:
     """Which of the five tasks a prompt belongs to ("other" for anything else)."""
-    starts = {"Is this review": "sentiment", "Which number": "larger", "Which word is a": "category",
-              "What is the": "nth_word", "How many words": "count"}
+    starts = {"Is this review": "sentiment", "Which number": "larger", "What is the": "first_last",
+              "How many words": "count", "Repeat these words": "repeat"}
     return next((task for head, task in starts.items() if prompt.startswith(head)), "other")

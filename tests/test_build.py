@@ -10,10 +10,15 @@ from lora_lab.paths import EMBEDDED_MODEL
 from lora_lab.tasks import make_splits
 
 
-def test_corpus_is_deterministic_and_never_uses_the_chat_format():
+def test_corpus_is_deterministic_and_holds_no_held_out_question():
     a, b = generate_corpus(n_docs=200, seed=5), generate_corpus(n_docs=200, seed=5)
     assert a == b and a != generate_corpus(n_docs=200, seed=6)
-    assert not any("[INST]" in d for d in a)
+    docs = generate_corpus(n_docs=3000, seed=0)
+    text = " ".join(docs)
+    held_out = [ex.prompt for ex in make_splits(seed=0)[1]]
+    assert not any(f"{p} the answer is" in text for p in held_out)
+    assert text.count("? the answer is") > 1000  # questions it does see, answered in running text
+    assert "[INST]" not in text  # the chat format is what fine-tuning teaches
 
 
 def test_tokenizer_rebuilds_byte_for_byte(tmp_path):
