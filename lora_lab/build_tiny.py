@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from .corpus import generate_corpus
+from .paths import DATA_DIR
 from .tasks import make_splits
 
-from .paths import DATA_DIR
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]  # ids 0..3, then the 256 byte tokens <0x00>..<0xFF>
 
 # Llama-2's chat template, reduced to what the kit uses: [INST] user [/INST] assistant </s>.

@@ -15,8 +15,21 @@ from __future__ import annotations
 
 import random
 
-from .tasks import (ALL_WORDS, ANIMALS, CATEGORIES, COLORS, FOODS, NAMES, NEGATIVE, ORDINALS, PLACES,
-                    POSITIVE, TASKS, THINGS, make_splits)
+from .tasks import (
+    ALL_WORDS,
+    ANIMALS,
+    CATEGORIES,
+    COLORS,
+    FOODS,
+    NAMES,
+    NEGATIVE,
+    ORDINALS,
+    PLACES,
+    POSITIVE,
+    TASKS,
+    THINGS,
+    make_splits,
+)
 
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 VERBS = ["saw", "liked", "found", "lost", "wanted", "painted", "carried", "sold", "bought", "kept"]

@@ -10,8 +10,8 @@ import json
 import os
 from pathlib import Path
 
-from .paths import EMBEDDED_DATASET
 from .hub import is_local, require_hub
+from .paths import EMBEDDED_DATASET
 from .tasks import parse_llama2
 
 HUB_DATASET = "mlabonne/guanaco-llama2-1k"   # the classic Colab recipe's 1,000 rows

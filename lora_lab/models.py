@@ -10,8 +10,8 @@ import os
 
 import torch
 
-from .paths import EMBEDDED_MODEL
 from .hub import is_local, require_hub
+from .paths import EMBEDDED_MODEL
 
 HUB_MODEL = "NousResearch/Llama-2-7b-chat-hf"  # an ungated copy of meta-llama/Llama-2-7b-chat-hf
 QUANT_TYPES = ("nf4", "fp4")
