@@ -16,3 +16,5 @@ from .nf4 import NF4Tensor, dequantize_nf4, dynamic_map, nf4_codebook, quantize_
 from .qlora import NF4Linear, QLoRALinear, get_qlora_model, merge_and_dequantize, quantize_model
 
 # --- fine-tuning ---
+from .finetune import FinetuneConfig, resolve_config
+from .memory import estimate_memory

@@ -4,3 +4,4 @@
 from .concepts import *  # noqa: F401,F403
 
 # notebooks 05-06
+from .finetune import *  # noqa: F401,F403

@@ -1,0 +1,137 @@
+"""The `lora-lab` command (also `python -m lora_lab`).
+
+    lora-lab finetune                                   # tiny profile: embedded model and data, CPU, minutes
+    lora-lab finetune --profile llama2-7b-t4            # Llama-2-7b-chat on guanaco-llama2-1k, Colab T4
+    lora-lab finetune --lora-r 8 --learning-rate 1e-3   # any setting of lora_lab.finetune.FinetuneConfig
+    lora-lab estimate --profile llama2-7b-t4            # the memory estimate alone
+    accelerate launch --num_processes 2 -m lora_lab finetune ...   # data parallel, one process per GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import sys
+import typing
+
+from .finetune import (
+    PROFILES,
+    T4,
+    FinetuneConfig,
+    Hardware,
+    NoGPUError,
+    estimate_for,
+    finetune,
+    needs_gpu,
+    plan,
+    resolve_config,
+)
+from .hub import HubUnavailableError
+
+HELP = {  # the trailing comments of FinetuneConfig, shortened
+    "model": "hub id or local folder ('none': the embedded tiny Llama)",
+    "dataset": "hub id, folder or .jsonl file ('none': the embedded instructions)",
+    "quantization": "nf4 (QLoRA), fp4, or none (LoRA over a 16/32-bit base)",
+    "double_quant": "quantize the 4-bit block scales to 8 bits",
+    "precision": "auto, fp32, fp16 or bf16 (auto: fp32 on CPU, bf16 if the GPU has it, else fp16)",
+    "target_modules": "comma-separated layer names, e.g. q_proj,v_proj",
+    "optim": "auto (paged_adamw_32bit on GPU, adamw_torch on CPU) or a transformers optimizer name",
+    "max_steps": "optimizer steps; -1 trains num_train_epochs",
+    "sample_prompts": "prompts answered before and after training, separated by '|'",
+}
+
+
+def _parse_list(sep: str):
+    return lambda s: [x.strip() for x in s.split(sep) if x.strip()]
+
+
+def _optional_str(s: str):
+    return None if s.lower() in ("none", "") else s
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One --flag per FinetuneConfig field; only the flags given override the profile."""
+    hints = typing.get_type_hints(FinetuneConfig)
+    for f in dataclasses.fields(FinetuneConfig):
+        if f.name == "profile":
+            continue
+        flag, hint = "--" + f.name.replace("_", "-"), hints[f.name]
+        kw = dict(dest=f.name, default=argparse.SUPPRESS, help=HELP.get(f.name))
+        if hint is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif hint == list[str]:
+            parser.add_argument(flag, type=_parse_list("|" if f.name == "sample_prompts" else ","), **kw)
+        elif hint in (int, float):
+            parser.add_argument(flag, type=hint, **kw)
+        else:
+            parser.add_argument(flag, type=_optional_str if type(None) in typing.get_args(hint) else str, **kw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lora-lab", description="LoRA and QLoRA, built and run from scratch.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ft = sub.add_parser("finetune", help="QLoRA fine-tune with TRL's SFTTrainer, PEFT and bitsandbytes",
+                        description="Fine-tune a profile's model on its data; every setting can be overridden.")
+    est = sub.add_parser("estimate", help="print the memory a fine-tune would need, without loading anything",
+                         description="Predict a fine-tune's memory: weights, 4-bit constants, LoRA, gradients, "
+                                     "optimizer state, activations.")
+    for p in (ft, est):
+        p.add_argument("--profile", choices=list(PROFILES), default=None, help="starting settings (default: tiny)")
+        p.add_argument("--config", metavar="FILE", help="JSON object of settings (unknown keys are an error)")
+    ft.add_argument("--out", default="runs/finetune", help="folder for adapter/, loss_log.csv and metrics.json")
+    ft.add_argument("--print-config", action="store_true", help="print the resolved settings and plan, then stop")
+    ft.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for p in (ft, est):
+        add_config_arguments(p)
+    return parser
+
+
+def _config_from(args) -> FinetuneConfig:
+    overrides = {}
+    if args.config:
+        with open(args.config) as f:
+            overrides = json.load(f)
+        if not isinstance(overrides, dict):
+            raise ValueError(f"{args.config}: expected a JSON object of settings, got {type(overrides).__name__}")
+    profile = args.profile or overrides.pop("profile", None) or "tiny"
+    overrides.pop("profile", None)
+    overrides.update({k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(FinetuneConfig)}})
+    return resolve_config(profile, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 a setting or machine problem)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # a misspelt setting must stop the run, never be ignored
+        flags = ["--" + f.name.replace("_", "-") for f in dataclasses.fields(FinetuneConfig)]
+        flags += ["--out", "--config", "--print-config", "--no-progress"]
+        near = difflib.get_close_matches(extra[0].split("=")[0], flags, n=1)
+        parser.error(f"unrecognized arguments: {' '.join(extra)}" + (f" (did you mean {near[0]}?)" if near else ""))
+    try:
+        config = _config_from(args)
+        if args.command == "estimate":
+            hardware = Hardware.detect()
+            if hardware.device == "cpu" and needs_gpu(config):
+                hardware = T4
+                print(f"(no GPU here: planned for a Colab T4, {T4.memory_gib} GiB)")
+            estimate = estimate_for(config, plan(config, hardware))
+            print(estimate.table())
+            budget = hardware.memory_gib
+            if budget:
+                print(f"{'fits' if estimate.fits(budget) else 'does NOT fit'} in {budget:.2f} GiB")
+            return 0
+        if args.print_config:
+            print(json.dumps({"config": dataclasses.asdict(config), "plan": plan(config)}, indent=2, default=str))
+            return 0
+        finetune(config, out=args.out, progress=not args.no_progress)
+    except (ValueError, NoGPUError, HubUnavailableError, FileNotFoundError) as err:
+        print(f"lora-lab: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

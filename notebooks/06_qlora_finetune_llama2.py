@@ -1,0 +1,408 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · The QLoRA fine-tune of Llama-2
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lora-lab/lora-lab/blob/main/notebooks/06_qlora_finetune_llama2.ipynb)
+#
+# The best-known QLoRA tutorial fine-tunes Llama-2-7b-chat on 1,000 rows of the Guanaco dataset
+# (`mlabonne/guanaco-llama2-1k`) on a free Colab T4, with TRL's `SFTTrainer`, PEFT and bitsandbytes.
+# Its code no longer runs on today's libraries, and it carries a few quiet mistakes. This notebook runs
+# that recipe, corrected, through `lora_lab.finetune` — the same code behind the `lora-lab finetune`
+# command.
+#
+# On a CPU it fine-tunes the embedded tiny Llama in about a minute; on a GPU (Colab: *Runtime → Change
+# runtime type → T4 GPU*) the very same cells fine-tune Llama-2-7b-chat. One setting, `PROFILE`,
+# chooses, and the notebook sets it from the hardware it finds.
+#
+# In this notebook you will
+# - predict the fine-tune's memory before loading anything, and see why 7B fits a T4 only in 4 bits,
+# - meet the traps the classic recipe's users hit, and how the code avoids each,
+# - run the fine-tune and compare answers before and after,
+# - explore sampling temperature with a slider,
+# - save the adapter, reload it with PEFT and with lora_lab, and merge it.
+
+# %%
+# Colab only: fetch and install the kit. A local run already has it (`make lab`).
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.run("git clone -q --depth 1 https://github.com/lora-lab/lora-lab.git /content/lora-lab "
+                   "&& pip install -q -e /content/lora-lab", shell=True, check=True)
+    sys.path.insert(0, "/content/lora-lab")
+
+# %% tags=["nbval-ignore-output"]
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import datasets
+import torch
+import transformers
+
+import lora_lab
+from lora_lab import plots
+from lora_lab.env import versions
+from lora_lab.finetune import (
+    T4,
+    Hardware,
+    estimate_for,
+    finetune,
+    load_trained,
+    plan,
+    read_loss_log,
+    resolve_config,
+)
+
+transformers.utils.logging.disable_progress_bar()  # no loading bars in the stored outputs
+transformers.utils.logging.set_verbosity_error()
+datasets.disable_progress_bars()
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # its notice about optional CPU kernels varies by machine
+warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5 renames, e.g. gradient → activation checkpointing
+warnings.filterwarnings("ignore", message="Merge lora module to 4-bit")  # the rounding it warns of is measured below
+torch.set_num_threads(1)  # a tiny model: one thread loses little, and never fights other jobs for the cores
+torch.manual_seed(0)
+versions()
+
+# %% [markdown]
+# ## Which path this machine takes
+
+# %%
+hardware = Hardware.detect()
+PROFILE = "llama2-7b-t4" if hardware.device == "cuda" else "tiny"  # the one setting that switches paths
+GPU = PROFILE != "tiny"
+if GPU:
+    print(f"GPU found ({hardware.gpu}, {hardware.memory_gib:.1f} GiB): fine-tuning Llama-2-7b-chat, profile {PROFILE!r}")
+else:
+    print(f"No GPU: fine-tuning the embedded tiny Llama on the CPU, profile {PROFILE!r}. "
+          "Cells that need a GPU say so and skip.")
+
+# %% [markdown]
+# ## The recipe
+#
+# A profile is a set of `FinetuneConfig` values. The `llama2-7b-t4` profile is the classic recipe with
+# its hyperparameters (rank 64, α 16, dropout 0.1, learning rate 2e-4, gradient clipping at 0.3, 3%
+# warmup, one epoch at batch size 4, the paged 32-bit AdamW optimizer), and with QLoRA's own settings
+# where the recipe fell short: NF4 *with* double quantization, and adapters on all seven projections
+# rather than PEFT's default of q and v. The `tiny` profile keeps the method and scales the numbers to
+# a 2.4M-parameter model. Every value can be overridden (`resolve_config(..., lora_r=8)`, or
+# `lora-lab finetune --lora-r 8`); a misspelt key is an error, never ignored.
+
+# %%
+tiny, big = resolve_config("tiny"), resolve_config("llama2-7b-t4")
+rows = [(k, str(getattr(tiny, k)), str(getattr(big, k))) for k in vars(tiny)
+        if getattr(tiny, k) != getattr(big, k) and k != "profile"]
+plots.print_table(["setting", "tiny", "llama2-7b-t4"], rows)
+print("shared:", {k: v for k, v in vars(tiny).items() if getattr(big, k) == v and k != "target_modules"})
+
+# %% [markdown]
+# What the hardware makes of a profile — compute precision, optimizer, where the model goes — is a
+# separate step, `plan`. A T4 has no bf16, so it computes in fp16 (TRL would otherwise switch bf16 on and
+# fail: *"Your setup doesn't support bf16/gpu"*); a CPU computes in fp32, and since bitsandbytes' paged
+# optimizer pages its state through GPU memory, a CPU uses plain AdamW.
+
+# %%
+print("this machine:", plan(resolve_config(PROFILE), hardware))
+print("a Colab T4:  ", plan(big, T4))
+
+# %% [markdown]
+# ## Memory, before loading anything
+#
+# Will it fit? `estimate_for` counts the model's parameters on PyTorch's *meta* device (shapes, no
+# storage — Llama-2-7B is counted on a laptop) and adds up what training holds: the 4-bit weights and
+# their block scales, the LoRA weights, one gradient and two AdamW moments per LoRA weight, and the
+# activations kept for the backward pass of one batch at full length.
+
+# %%
+print(f"Llama-2-7B, {big.profile} recipe on a T4 ({T4.memory_gib} GiB usable):")
+est_7b = estimate_for(big, plan(big, T4))
+print(est_7b.table())
+lora16 = estimate_for(resolve_config("llama2-7b-t4", quantization="none"), plan(big, T4))
+print(f"the same with 16-bit weights instead of NF4: {lora16.total / 2**30:.1f} GiB")
+assert est_7b.fits(T4.memory_gib) and not lora16.fits(T4.memory_gib)
+
+# %% [markdown]
+# The 4-bit weights (3.5 GiB, embeddings and output head included, which stay in 16 bits) make the
+# difference: in fp16 the weights alone take 12.6 GiB. The activations assume every row fills all 1,024
+# tokens, with gradient checkpointing keeping only each layer's input; most Guanaco rows are shorter.
+# The real peak also includes CUDA's own workspace and the allocator's slack, so treat the estimate as a
+# floor; the classic tutorial reported about 12 GB in use on its T4.
+
+# %%
+config = resolve_config(PROFILE)
+OUT = Path("runs") / f"06_{PROFILE}"
+est = estimate_for(config, plan(config, hardware))
+print(f"this run ({config.profile}, batch {config.per_device_train_batch_size} × {config.max_length} tokens):")
+print(est.table("MiB"))
+
+# %% [markdown]
+# ## The traps, and where the code handles them
+#
+# | trap | what goes wrong | what `lora_lab.finetune` does |
+# |---|---|---|
+# | `BitsAndBytesConfig` defaults | 4-bit means fp4, no double quantization, fp32 compute | sets `bnb_4bit_quant_type="nf4"`, double quant and compute dtype explicitly, and prints what the layers hold |
+# | pad = eos | where padding is masked by token id, every EOS is masked too: the model never learns to stop | pads with the tokenizer's `<pad>`, or Llama-2's `<unk>` |
+# | left padding in training | zero loss on Llama-2 (trl#550) | right padding |
+# | `use_cache=True` while training | a key/value cache that only costs memory | `use_cache=False`, back on for generation |
+# | gradient checkpointing on a frozen base | *"element 0 of tensors does not require grad"* | input gradients enabled |
+# | a second `<s>` | rows already start with `<s>`; TRL's tokenizer call adds another | tokenizes with `add_special_tokens=False`, exactly as at inference |
+# | bf16 on a T4 / fp16 adapters | *"doesn't support bf16/gpu"*, *"Attempting to unscale FP16 gradients"* | precision from the hardware; LoRA weights kept in fp32 (TRL casts them to bf16) |
+# | `lr_scheduler_type="constant"` | the recipe's `warmup_ratio` is silently ignored | `constant_with_warmup` |
+# | API churn | `tokenizer=`, `max_seq_length`, `dataset_text_field` in `SFTTrainer`, `warmup_ratio`, `group_by_length` | TRL 1.x's `SFTConfig(max_length=…)`, `processing_class=`; renamed fields mapped |
+#
+# Two of them, live. First the double BOS:
+
+# %%
+tok = lora_lab.load_tokenizer()
+row = lora_lab.load_instruction_dataset()["text"][0]
+print(row)
+print("tokenizer defaults:         ", tok.convert_ids_to_tokens(tok(row).input_ids)[:4])
+print("add_special_tokens=False:   ", tok.convert_ids_to_tokens(tok(row, add_special_tokens=False).input_ids)[:4])
+
+# %% [markdown]
+# And what "4-bit" means when nothing else is said:
+
+# %%
+from transformers import BitsAndBytesConfig
+
+defaults = BitsAndBytesConfig(load_in_4bit=True)
+print({k: str(getattr(defaults, k)) for k in ("bnb_4bit_quant_type", "bnb_4bit_use_double_quant", "bnb_4bit_compute_dtype")})
+explicit = lora_lab.models.bnb_4bit_config("nf4", double_quant=True, compute_dtype=torch.float16)
+print({k: str(getattr(explicit, k)) for k in ("bnb_4bit_quant_type", "bnb_4bit_use_double_quant", "bnb_4bit_compute_dtype")})
+
+# %% [markdown]
+# ## Run it
+#
+# `finetune` loads the model in 4 bits, measures it on the held-out split (or, for Llama-2, answers the
+# sample prompt), trains with `SFTTrainer`, measures again, and writes the adapter, the loss log and
+# `metrics.json` to `OUT`. On the CPU this takes about a minute; on a T4, Llama-2-7B's 250 steps take
+# about 25 minutes.
+
+# %% tags=["nbval-ignore-output"]
+result = finetune(config, out=OUT)
+model, tok = result.model, result.tokenizer
+
+# %%
+m = result.metrics
+print(f"trainable params: {m['trainable_params']:,} || all params: {m['all_params']:,} || "
+      f"trainable%: {100 * m['trainable_params'] / m['all_params']:.4f}")
+print("4-bit layers:", m["quantization"])
+assert m["quantization"]["quant_type"] == "nf4" and m["quantization"]["double_quant"]
+
+# %% tags=["nbval-ignore-output"]
+print(json.dumps({k: m[k] for k in ("metric", "metric_before", "metric_after", "train_seconds", "peak_memory_mb",
+                                    "peak_memory_kind")}, indent=1, default=str))
+
+# %%
+log = read_loss_log(OUT)
+fig, (ax,) = plots.figure(width=6, height=3)
+ax.plot([h["step"] for h in log], [h["loss"] for h in log], color="tab:blue", marker=".")
+ax.set(xlabel="step", ylabel="loss", yscale="log", title=f"{config.profile}: training loss on answer tokens")
+assert log[-1]["loss"] < 0.5 * log[0]["loss"]
+
+# %% [markdown]
+# On a GPU, the estimate against what CUDA measured:
+
+# %%
+if GPU:
+    print(f"estimated {est.total / 2**20:,.0f} MiB, measured peak {m['peak_memory_mb']:,.0f} MiB allocated")
+else:
+    print("skipped: needs a GPU (on the CPU, tests/test_memory.py checks the estimate part by part)")
+
+# %% [markdown]
+# ## Before and after
+#
+# The classic tutorial's test is one question, *"How do I use the OpenAI API?"*; on the tiny path, the
+# first held-out instructions. The replies before fine-tuning come from the same 4-bit base, before
+# the adapter learned anything.
+
+# %% tags=["nbval-ignore-output"]
+before, after = m["eval_before"]["samples"], m["eval_after"]["samples"]
+for b, a in zip(before, after):
+    print(f"Q: {a['prompt']}")
+    print(f"   before: {b['reply'][:300]!r}")
+    print(f"   after:  {a['reply'][:300]!r}" + (f"   (expected {a['answer']!r})" if "answer" in a else ""))
+if not GPU:
+    print(f"held-out exact match: {m['metric_before']:.1%} -> {m['metric_after']:.1%}")
+
+# %%
+if not GPU:
+    assert m["metric_before"] <= 0.20 and m["metric_after"] >= 0.90
+
+# %% [markdown]
+# ## Sampling temperature
+#
+# Greedy decoding always takes the likeliest next token. *Sampling* draws it from the model's
+# probabilities instead, after dividing the logits by a **temperature** T:
+# p_i = softmax(logits / T)_i.
+#
+# - **T < 1** sharpens the distribution: the likeliest tokens gain, replies get more predictable (T → 0
+#   is greedy decoding);
+# - **T = 1** samples from the model's own probabilities, unchanged;
+# - **T > 1** flattens it toward uniform: more varied replies, and more mistakes.
+#
+# Drag the slider: the bars are the probabilities of the ten likeliest next tokens at the point where
+# the reply has to commit to its answer (on the tiny path, after *"the answer is"*; for Llama-2, the
+# first token of the reply), below them eight sampled replies at that temperature. Everything is
+# computed once, below; the slider only looks results up.
+
+# %%
+from lora_lab.evaluate import generate_answers
+from lora_lab.tasks import format_llama2, parse_llama2
+from lora_lab.widgets import SliderPanel
+
+prompt = big.sample_prompts[0] if GPU else after[1]["prompt"]
+TEMPERATURES = [0.2, 0.5, 1.0, 1.5, 2.0, 3.0]
+with torch.no_grad():
+    lead = "" if GPU else " the answer is"  # every tiny reply starts so; the next token is the answer
+    enc = tok(format_llama2(prompt) + lead, add_special_tokens=False, return_tensors="pt").to(model.device)
+    logits = model(**enc).logits[0, -1].float().cpu()  # (vocab,) the next token's logits
+top = logits.topk(10).indices
+labels = [repr(t) for t in tok.convert_ids_to_tokens(top.tolist())]
+probs = {t: torch.softmax(logits / t, dim=-1)[top] for t in TEMPERATURES}
+samples = {t: generate_answers(model, tok, [prompt] * 8, max_new_tokens=24 if GPU else 12, temperature=t, seed=0)
+           for t in TEMPERATURES}
+for t in TEMPERATURES:
+    assert torch.isclose(torch.softmax(logits / t, dim=-1).sum(), torch.tensor(1.0))
+assert probs[0.2][0] >= probs[1.0][0] > probs[3.0][0]  # the top token's share falls as T rises
+
+
+def show_temperature(T):
+    fig, (ax,) = plots.figure(width=6, height=2.6)
+    ax.bar(range(10), probs[T].numpy(), color="tab:blue")
+    ax.set(xticks=range(10), ylim=(0, 1), ylabel="probability", title=f"next-token probabilities at T = {T}")
+    ax.set_xticklabels(labels, rotation=45, fontsize=7)
+    text = f"<b>{prompt}</b><br>" + "<br>".join(f"{i + 1}. {s!r}" for i, s in enumerate(samples[T]))
+    return text, fig
+
+
+SliderPanel(show_temperature, {"T": TEMPERATURES}, initial={"T": 1.0})
+
+# %% [markdown]
+# Where widgets don't render, the same probabilities for three temperatures:
+
+# %%
+fig, axes = plots.figure(ncols=3, width=3.2, height=2.6)
+for ax, t in zip(axes, (0.2, 1.0, 3.0)):
+    ax.bar(range(10), probs[t].numpy(), color="tab:blue")
+    ax.set(xticks=range(10), ylim=(0, 1), title=f"T = {t}")
+    ax.set_xticklabels(labels, rotation=60, fontsize=6)
+
+# %% tags=["nbval-ignore-output"]
+for t in (0.2, 1.0, 3.0):
+    print(f"T = {t}: {len(set(samples[t]))} different replies out of 8, e.g. {samples[t][:3]}")
+
+# %% [markdown]
+# ## Save, reload, merge
+#
+# The run saved only the adapter, in PEFT's format: a config and the A and B matrices, a few hundred
+# kilobytes for the tiny model (about 640 MB in fp32 for the 7B recipe's 160M LoRA weights), not the
+# base model.
+
+# %%
+adapter = OUT / "adapter"
+print(sorted(p.name for p in adapter.iterdir() if p.name.startswith("adapter_")))
+saved = json.loads((adapter / "adapter_config.json").read_text())
+print({k: saved[k] for k in ("peft_type", "r", "lora_alpha", "lora_dropout", "bias")}, sorted(saved["target_modules"]))
+
+# %% [markdown]
+# Reload it on a freshly loaded base, once with PEFT and once with lora_lab's own `load_adapter`
+# (notebook 03), and check that both reproduce the fine-tuned model's answers exactly.
+
+# %%
+held_out = lora_lab.load_instruction_dataset(split="eval")
+prompts = [s["prompt"] for s in after] if GPU else [parse_llama2(t)[0] for t in held_out["text"][:100]]
+max_new = config.max_new_tokens
+want = generate_answers(model, tok, prompts, max_new_tokens=max_new)
+for loader in ("peft", "lora_lab"):
+    reloaded, _ = load_trained(OUT, loader=loader, hardware=hardware)
+    same = generate_answers(reloaded, tok, prompts, max_new_tokens=max_new) == want
+    print(f"reloaded with {loader}: same answers to {len(prompts)} prompts: {same}")
+    assert same
+    del reloaded
+
+# %% [markdown]
+# **Merging** folds ΔW into the weights for serving (notebook 05 measured the choices). PEFT's
+# `merge_and_unload()` on a 4-bit model dequantizes each weight, adds ΔW and quantizes it again, which
+# rounds part of the update away. The exact alternative merges into full-precision weights — for
+# Llama-2-7B that means reloading the base in fp16, 13.5 GB, which a T4 cannot hold beside anything
+# else, so on Colab that cell is skipped.
+
+# %%
+from peft import PeftModel
+
+merged_4bit = load_trained(OUT, loader="peft", hardware=hardware)[0].merge_and_unload()
+if GPU:
+    print("skipped on the GPU path: the fp16 merge of Llama-2-7B needs about 13.5 GB; do it on a machine with the RAM")
+    merged = {"4-bit, requantized": merged_4bit}
+else:
+    full = PeftModel.from_pretrained(lora_lab.load_base_model(), str(adapter)).merge_and_unload()
+    merged = {"4-bit, requantized": merged_4bit, "fp32 base": full}
+    scores = {label: lora_lab.evaluate(mm, tok, held_out)["accuracy"] for label, mm in merged.items()}
+
+# %% tags=["nbval-ignore-output"]
+if not GPU:
+    print(f"unmerged adapter: {m['metric_after']:.1%}")
+    for label, s in scores.items():
+        print(f"merged into the {label}: {s:.1%}")
+
+# %% [markdown]
+# `merge_and_unload()` returns a plain `LlamaForCausalLM`; `merged_model.save_pretrained(folder)`
+# writes it like any other model. On Colab, merging Llama-2-7B into fp16 weights and saving it takes
+# a high-RAM runtime; the adapter alone (`OUT/adapter`) is what most people keep.
+#
+# ## Exercises
+#
+# Each exercise has a stub that raises `NotImplementedError`, followed by a check. Solutions:
+# `notebooks/solutions/06_qlora_finetune_llama2_solutions.ipynb`.
+#
+# **Exercise 1.** Write `pad_token_for(tokenizer)`: the token to pad with — the tokenizer's own pad
+# token if it has one that is not its EOS token, else its `unk_token`.
+
+# %%
+from lora_lab.exercises import check_pad_token, check_temperature_probs, check_training_bytes
+
+
+def pad_token_for(tokenizer) -> str:
+    raise NotImplementedError  # your code here
+
+
+check_pad_token(pad_token_for)
+
+# %% [markdown]
+# **Exercise 2.** Write `temperature_probs(logits, temperature)`: the sampling probabilities at that
+# temperature.
+
+# %%
+def temperature_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    raise NotImplementedError  # your code here
+
+
+check_temperature_probs(temperature_probs)
+
+# %% [markdown]
+# **Exercise 3.** Write `training_bytes(n_trainable, optimizer)`: the bytes the trainable parameters
+# cost during training — the fp32 weights, their fp32 gradients and the optimizer's state, for
+# `"adamw"` (two fp32 moments), `"adamw_8bit"` (two 8-bit moments) and `"sgd"` (none).
+
+# %%
+def training_bytes(n_trainable: int, optimizer: str = "adamw") -> int:
+    raise NotImplementedError  # your code here
+
+
+check_training_bytes(training_bytes)

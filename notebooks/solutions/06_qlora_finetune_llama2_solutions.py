@@ -1,0 +1,95 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · Solutions: the QLoRA fine-tune of Llama-2
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lora-lab/lora-lab/blob/main/notebooks/solutions/06_qlora_finetune_llama2_solutions.ipynb)
+#
+# Worked answers to the exercises of [notebook 06](../06_qlora_finetune_llama2.ipynb). Each answer is
+# followed by the same check the notebook calls, and then by a typical wrong answer and what the check
+# says to it. Try the exercises yourself first.
+
+# %%
+# Colab only: fetch and install the kit. A local run already has it (`make lab`).
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.run("git clone -q --depth 1 https://github.com/lora-lab/lora-lab.git /content/lora-lab "
+                   "&& pip install -q -e /content/lora-lab", shell=True, check=True)
+    sys.path.insert(0, "/content/lora-lab")
+
+# %% tags=["nbval-ignore-output"]
+import torch
+
+from lora_lab.env import versions
+from lora_lab.exercises import check_pad_token, check_temperature_probs, check_training_bytes
+
+versions()
+
+# %% [markdown]
+# **Exercise 1.** Keep a real pad token; otherwise borrow `<unk>`, a token the model never has to
+# predict in these rows. Never the EOS token: the model must learn to produce it.
+
+# %%
+def pad_token_for(tokenizer) -> str:
+    if tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+        return tokenizer.pad_token
+    return tokenizer.unk_token
+
+
+check_pad_token(pad_token_for)
+
+# %%
+try:  # the classic recipe's choice
+    check_pad_token(lambda tokenizer: tokenizer.eos_token)
+except AssertionError as e:
+    print(e)
+
+# %% [markdown]
+# **Exercise 2.** Divide, then softmax. At T = 1 nothing changes; small T magnifies the gaps between
+# logits, large T shrinks them.
+
+# %%
+def temperature_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    return torch.softmax(logits / temperature, dim=-1)
+
+
+check_temperature_probs(temperature_probs)
+
+# %%
+try:  # multiplying turns the knob the wrong way
+    check_temperature_probs(lambda logits, t: torch.softmax(logits * t, dim=-1))
+except AssertionError as e:
+    print(e)
+
+# %% [markdown]
+# **Exercise 3.** Per trainable parameter: 4 bytes of weight, 4 of gradient, and the optimizer's state —
+# AdamW's two fp32 moments (8 bytes), the 8-bit variant's two 1-byte moments (2), plain SGD none.
+
+# %%
+def training_bytes(n_trainable: int, optimizer: str = "adamw") -> int:
+    state = {"adamw": 8, "adamw_8bit": 2, "sgd": 0}[optimizer]
+    return n_trainable * (4 + 4 + state)
+
+
+check_training_bytes(training_bytes)
+
+# %%
+try:  # one moment only
+    check_training_bytes(lambda n, optimizer="adamw": 12 * n)
+except AssertionError as e:
+    print(e)
