@@ -1,13 +1,16 @@
 # lora-lab: two commands on a fresh clone.
-#   make lab    create .venv if missing, install, open JupyterLab on notebooks/
-#   make test   create/update .venv, run every test (package tests, then the notebooks under nbval)
+#   make lab    create .venv if missing, install the tested versions, open JupyterLab on notebooks/
+#   make test   create/update .venv, run every test (package tests and the notebooks under nbval), then
+#               the notebooks again under another set of torch CPU kernels (the CPU matrix)
+#   make lock   re-resolve the newest versions pyproject.toml allows and write them to constraints.txt
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := constraints.txt
 # torch is pinned in the same pip command as the rest: 2.13.0 is the CPU build; an unpinned
-# torch would pull a multi-GB CUDA build.
+# torch would pull a multi-GB CUDA build. The lock holds every other package to the tested version.
 TORCH  := torch==2.13.0
 export HF_HUB_OFFLINE      ?= 1
 export HF_DATASETS_OFFLINE ?= 1
@@ -15,13 +18,21 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # notebooks run top to bottom in this venv's kernel; stored outputs are compared strictly except
 # cells tagged nbval-ignore-output; sanitize.cfg masks addresses and timings.
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
+# one pytest worker per core, each file (so each notebook) whole on one worker, one thread per worker
+# so that workers do not fight over the cores
+JOBS    ?= auto
+THREADS ?= 1
+PYTEST  := OMP_NUM_THREADS=$(THREADS) $(BIN)/python -m pytest -n $(JOBS) --dist loadfile
+# the CPU matrix: torch's CPU kernels sum floats in a different order on AVX-512, AVX2 and plain CPUs,
+# so every stored notebook output is checked again under another kernel set than this machine's own
+MATRIX  ?= notebooks
 
-.PHONY: lab test venv notebooks benchmarks rebuild-data clean
+.PHONY: lab test test-matrix venv notebooks benchmarks lock rebuild-data clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(TORCH) -e ".[dev]"
+	$(BIN)/python -m pip install -q -c $(LOCK) $(TORCH) -e ".[dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -31,7 +42,15 @@ lab: $(STAMP)
 		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(NBVAL) tests notebooks $(PYTEST_ARGS)
+	$(PYTEST) $(NBVAL) tests notebooks $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-matrix
+
+test-matrix: $(STAMP)
+	@own=$$($(BIN)/python -c "import torch; print(torch.backends.cpu.get_cpu_capability())"); \
+	alt=$$(case $$own in AVX512) echo avx2;; DEFAULT) echo;; *) echo default;; esac); \
+	if [ -z "$$alt" ]; then echo "CPU matrix: torch already runs its plain kernels here; nothing else to try"; \
+	else echo "CPU matrix: this machine runs torch's $$own kernels; the notebooks again under ATEN_CPU_CAPABILITY=$$alt"; \
+	ATEN_CPU_CAPABILITY=$$alt $(PYTEST) $(NBVAL) $(MATRIX) $(PYTEST_ARGS); fi
 
 # After editing a notebook's paired .py (or .ipynb): sync the pair, then re-run it to store outputs.
 NOTEBOOK_PY := $(sort $(wildcard notebooks/[0-9]*.py notebooks/solutions/[0-9]*.py))
@@ -43,6 +62,16 @@ notebooks: $(STAMP)
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/bench_lora.py
 	$(BIN)/python benchmarks/bench_nf4.py
+
+# A scratch venv resolves the newest versions within pyproject.toml's ranges; its freeze becomes the
+# lock (local labels such as +cpu dropped). Run `make test` afterwards and commit both if it passes.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q --upgrade pip
+	.lock-venv/bin/python -m pip install -q $(TORCH) ".[dev]"
+	{ echo "# The versions make lab / make test install (pip constraints). Written by make lock; do not edit."; \
+	  .lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -v -e '^lora-lab' -e '^pip==' | sed 's/+[a-z0-9.]*$$//'; } > $(LOCK)
+	rm -rf .lock-venv
 
 rebuild-data: $(STAMP)
 	$(BIN)/python -m lora_lab.build_tiny

@@ -10,6 +10,7 @@ import os
 
 import torch
 
+from .bnb_cpu import keep_4bit_weights_as_trained
 from .hub import is_local, require_hub
 from .paths import EMBEDDED_MODEL
 
@@ -51,6 +52,8 @@ def load_base_model(name_or_path: str | os.PathLike | None = None, quantization=
 
     quantization: None (full precision), "nf4" / "fp4" (4-bit with QLoRA's other settings), or a
     `BitsAndBytesConfig`. The 4-bit settings the model really got are in `describe_quantization(model)`.
+    A 4-bit model keeps its stored weights as loaded: bitsandbytes' one-way CPU repacking (AVX512-BF16 CPUs
+    only) is turned off, so a model evaluated first still trains, and scores alike on every CPU.
     """
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
@@ -69,6 +72,8 @@ def load_base_model(name_or_path: str | os.PathLike | None = None, quantization=
         kwargs["dtype"] = dtype
     model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     model.eval()
+    if quantization is not None:  # on AVX512-BF16 CPUs bitsandbytes would otherwise repack on the first eval forward
+        keep_4bit_weights_as_trained(model)
     return model
 
 

@@ -99,6 +99,10 @@ def test_loads_in_4bit_nf4_on_cpu(model, tok):
         p_4bit = q(**enc).logits.softmax(-1)
     assert (p_full - p_4bit).abs().max() < 0.15  # 4-bit rounding moves the distribution a little
     assert (p_full.argmax(-1) == p_4bit.argmax(-1)).float().mean() > 0.7
+    # the eval forward above left the stored weights as loaded (no one-way CPU repacking on any CPU)
+    assert describe_quantization(q) == info
+    states = [m.weight.quant_state for m in q.modules() if hasattr(m, "support_avx512bf16_for_cpu")]
+    assert len(states) == 28 and not any(getattr(s, "packing_format_for_cpu", False) for s in states)
 
 
 def test_a_bare_bitsandbytes_config_is_fp4_without_double_quant():

@@ -26,7 +26,7 @@ def _conda_pip() -> list[str]:
 def test_environment_yml_names_the_same_dependencies_as_pyproject():
     project = _pyproject()
     wanted = project["dependencies"] + project["optional-dependencies"]["dev"]
-    conda = [s for s in _conda_pip() if not s.startswith("-e")]
+    conda = [s for s in _conda_pip() if not s.startswith(("-e", "-c"))]
     assert sorted(map(_name, conda)) == sorted(map(_name, wanted))
     specs = {_name(s): s.split("#")[0].strip() for s in wanted}
     for spec in conda:
@@ -34,13 +34,14 @@ def test_environment_yml_names_the_same_dependencies_as_pyproject():
             assert spec == "torch==2.13.0"  # pinned like the Makefile's install
         else:
             assert spec == specs[_name(spec)], f"environment.yml says {spec}, pyproject says {specs[_name(spec)]}"
-    assert "-e .[dev]" in _conda_pip()
+    assert "-e .[dev]" in _conda_pip() and "-c constraints.txt" in _conda_pip()
 
 
 def test_makefile_pins_torch_in_the_same_pip_command():
     make = (ROOT / "Makefile").read_text()
     assert "TORCH  := torch==2.13.0" in make
-    assert re.search(r"pip install -q \$\(TORCH\) -e \"\.\[dev\]\"", make)
+    assert "LOCK   := constraints.txt" in make
+    assert re.search(r"pip install -q -c \$\(LOCK\) \$\(TORCH\) -e \"\.\[dev\]\"", make)
     for target in ("lab:", "test:"):
         assert target in make
 
@@ -60,3 +61,59 @@ def test_readme_shows_the_two_commands_first():
     start = readme.index("```")
     first_block = readme[start:readme.index("```", start + 3)]
     assert "make lab" in first_block and "make test" in first_block
+
+
+# ----------------------------------------------------------------------------- the lock
+
+
+def _lock() -> dict[str, str]:
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    pins = [line.split("==") for line in lines if line and not line.startswith("#")]
+    assert all(len(p) == 2 for p in pins), "constraints.txt holds name==version lines only"
+    return {_canon(name): version for name, version in pins}
+
+
+def _canon(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_lock_pins_every_dependency_within_pyprojects_ranges():
+    from packaging.requirements import Requirement
+
+    project, lock = _pyproject(), _lock()
+    for spec in project["dependencies"] + project["optional-dependencies"]["dev"]:
+        req = Requirement(spec.split("#")[0])
+        assert _canon(req.name) in lock, f"{req.name} is not in constraints.txt: run `make lock`"
+        assert req.specifier.contains(lock[_canon(req.name)], prereleases=True), \
+            f"constraints.txt has {req.name}=={lock[_canon(req.name)]}, outside pyproject's {req.specifier}"
+    assert lock["torch"] == "2.13.0"  # the CPU build's version, without its +cpu label
+    assert "lora-lab" not in lock and not any("+" in v for v in lock.values())
+
+
+def test_this_environment_is_the_locked_one():
+    # the suite's verdict speaks for the locked versions only: a drifted venv is re-made by `make test`
+    import importlib.metadata as md
+
+    drift = []
+    for name, version in _lock().items():
+        try:
+            installed = md.version(name).split("+")[0]
+        except md.PackageNotFoundError:
+            continue  # a platform-specific package this machine does not need
+        if installed != version:
+            drift.append(f"{name} {installed} (lock: {version})")
+    assert not drift, "installed versions differ from constraints.txt: " + ", ".join(drift)
+
+
+def test_readme_names_the_tested_versions():
+    readme, lock = (ROOT / "README.md").read_text(), _lock()
+    for name in ("torch", "transformers", "peft", "trl", "bitsandbytes", "datasets", "accelerate"):
+        assert f"{name} {lock[name]}" in readme, f"README should say the kit is tested on {name} {lock[name]}"
+
+
+def test_every_subpackage_ships():
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = sorted(p.parent.relative_to(ROOT).as_posix().replace("/", ".")
+                   for p in (ROOT / "lora_lab").rglob("__init__.py"))
+    assert sorted(set(setuptools["packages"]) - {"lora_lab.embedded"}) == found
+    assert setuptools["package-dir"] == {"lora_lab.embedded": "data"}

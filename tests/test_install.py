@@ -1,0 +1,152 @@
+"""The kit installed the ways learners install it: a wheel (`pip install .` / `pip install git+URL`) and Colab's first cell.
+
+Both run in a fresh virtual environment outside the repository, reusing this venv's libraries through a
+.pth file (no download, no second copy of torch), so what is tested is the installed lora_lab alone.
+"""
+
+import json
+import os
+import re
+import site
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+REPO_URL = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+
+# Run inside the installed kit: the default model and data load, one exercise check passes, the CLI exists.
+SMOKE = r"""
+import json, shutil, sys
+from transformers.utils import logging
+logging.disable_progress_bar()
+import lora_lab
+from lora_lab import exercises
+from lora_lab.paths import EMBEDDED_MODEL
+model = lora_lab.load_base_model()
+rows = {split: len(lora_lab.load_instruction_dataset(split=split)) for split in ("train", "eval")}
+verdict = exercises.check_weights_gib(lambda n, bits: n * bits / 8 / 2**30)
+print(json.dumps({"file": lora_lab.__file__, "model_dir": str(EMBEDDED_MODEL), "params": model.num_parameters(),
+                  "rows": rows, "verdict": bool(verdict),
+                  "cli": shutil.which("lora-lab"), "path": sys.path}))
+"""
+
+
+def fresh_venv(where: Path) -> Path:
+    """A venv without the kit whose interpreter sees this venv's packages (torch, transformers, ...) last."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True)
+    purelib = next(where.glob("lib/python*/site-packages"))
+    (purelib / "_kit_libraries.pth").write_text(site.getsitepackages()[0] + "\n")
+    return where / "bin" / "python"
+
+
+def clean_env(venv: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
+               PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}")
+    return env
+
+
+def smoke(python: Path, cwd: Path) -> dict:
+    out = subprocess.run([str(python), "-c", SMOKE], cwd=cwd, env=clean_env(python.parent.parent),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def assert_installed_kit(result: dict, venv: Path) -> None:
+    assert Path(result["file"]).is_relative_to(venv), f"lora_lab came from {result['file']}, not the install"
+    assert not any(Path(p).resolve() == ROOT for p in result["path"] if p), "the repository is on sys.path"
+    assert Path(result["model_dir"]).is_relative_to(venv)  # the embedded model shipped inside the package
+    assert result["params"] == 2_361_024 and result["rows"] == {"train": 1200, "eval": 250}
+    assert result["verdict"] is True
+    assert result["cli"] and Path(result["cli"]).is_relative_to(venv)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+                    "-w", str(out), str(ROOT)], check=True, env=clean_env(Path(sys.prefix)), timeout=300)
+    return next(out.glob("lora_lab-*.whl"))
+
+
+def test_wheel_holds_every_subpackage_and_the_embedded_data(wheel):
+    import zipfile
+
+    names = set(zipfile.ZipFile(wheel).namelist())
+    packages = {p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "lora_lab").rglob("__init__.py")}
+    for pkg in packages:
+        assert f"{pkg}/__init__.py" in names, f"{pkg} is missing from the wheel: list it in pyproject.toml"
+    for data in (ROOT / "data").rglob("*"):
+        if data.is_file():
+            assert f"lora_lab/embedded/{data.relative_to(ROOT / 'data').as_posix()}" in names
+
+
+def test_wheel_installs_and_runs_without_the_repository(wheel, tmp_path):
+    python = fresh_venv(tmp_path / "venv")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", str(wheel)],
+                   check=True, env=clean_env(tmp_path / "venv"), timeout=300)
+    assert_installed_kit(smoke(python, tmp_path), tmp_path / "venv")
+
+
+# ----------------------------------------------------------------------------- Colab's first cell
+
+
+def working_tree_repository(where: Path) -> Path:
+    """A git repository of the working tree as it is now (tracked and untracked files, not ignored ones)."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (where / name).parent.mkdir(parents=True, exist_ok=True)
+            (where / name).write_bytes((ROOT / name).read_bytes())
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(where)]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "snapshot"]):
+        subprocess.run(git + args, check=True)
+    return where
+
+
+def colab_cell() -> str:
+    import jupytext
+
+    nb = jupytext.read(ROOT / "notebooks" / "00_start_here.py")
+    return next(c.source for c in nb.cells if c.cell_type == "code")
+
+
+def test_every_notebook_has_the_same_colab_cell():
+    import jupytext
+
+    first = colab_cell()
+    for py in sorted((ROOT / "notebooks").rglob("[0-9]*.py")):
+        cell = next(c.source for c in jupytext.read(py).cells if c.cell_type == "code")
+        assert cell == first, f"{py.name}'s install cell differs from 00's"
+
+
+def test_colab_cell_installs_the_kit_and_runs_again(tmp_path):
+    # Colab as the cell meets it: google.colab imported, the kit's repository reachable by git, torch and
+    # friends already installed. Here git reaches a local clone instead of the network (url.insteadOf).
+    mirror = working_tree_repository(tmp_path / "origin")
+    python = fresh_venv(tmp_path / "venv")
+    # pip itself comes from this venv through the .pth file, as Colab has its own
+    content = tmp_path / "content"
+    cell = colab_cell()
+    assert cell.count("/content/lora-lab") == 1, "the clone's folder is named once in the cell"
+    cell = cell.replace("/content/lora-lab", str(content / "lora-lab"))
+    runner = ("import importlib.machinery, sys, types\ncolab = types.ModuleType('google.colab')\n"
+              "colab.__spec__ = importlib.machinery.ModuleSpec('google.colab', None)\n"
+              "sys.modules['google.colab'] = colab\n"
+              f"exec(compile({cell!r}, 'colab-cell', 'exec'))\n" + SMOKE)
+    env = clean_env(tmp_path / "venv")
+    env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0=f"url.{mirror.as_uri()}.insteadOf",
+               GIT_CONFIG_VALUE_0=f"{REPO_URL}.git", PIP_NO_BUILD_ISOLATION="0")
+    for attempt in ("first run", "Run all again"):  # /content survives a runtime restart: the cell must too
+        out = subprocess.run([str(python), "-c", runner], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=600)
+        assert out.returncode == 0, f"{attempt}: {out.stderr[-3000:]}"
+        assert_installed_kit(json.loads(out.stdout.strip().splitlines()[-1]), tmp_path / "venv")
+    installed = {re.split(r"-\d", p.name)[0].lower() for p in python.parent.parent.glob("lib/python*/site-packages/*")}
+    assert "torch" not in installed and "transformers" not in installed  # Colab's own are never replaced
