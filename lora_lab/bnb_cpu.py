@@ -78,12 +78,12 @@ def describe_dequantize(features: dict | None = None) -> str:
     """One sentence: which path this machine's bitsandbytes takes for a row that is not whole blocks."""
     f = features or cpu_features()
     if f["avx512f"]:
-        return ("this CPU reports AVX-512F, so bitsandbytes' CPU dequantize_4bit takes its AVX-512 kernel, which is "
-                "wrong for a last dimension that is a multiple of 16 but not of the blocksize (rows after the first)")
+        return ("This CPU reports AVX-512F, so bitsandbytes' CPU dequantize_4bit takes its AVX-512 kernel, which is "
+                "wrong for a last dimension that is a multiple of 16 but not of the blocksize (rows after the first).")
     if f["avx512f"] is None:
-        return "this bitsandbytes does not say which CPU kernels it uses; measure it before trusting it"
-    return (f"this CPU ({f['machine']}, no AVX-512F) takes bitsandbytes' scalar CPU kernel, which is exact "
-            "for every shape; AVX-512 CPUs (most servers and cloud VMs, AMD Zen 4 and later) take a faulty one")
+        return "This bitsandbytes does not say which CPU kernels it uses: measure it before trusting it."
+    return (f"This CPU ({f['machine']}, no AVX-512F) takes bitsandbytes' scalar CPU kernel, which is exact "
+            "for every shape; AVX-512 CPUs (most servers and cloud VMs, AMD Zen 4 and later) take a faulty one.")
 
 
 def keep_4bit_weights_as_trained(model: nn.Module) -> nn.Module:

@@ -34,7 +34,10 @@ CHAT_TEMPLATE = (
 
 
 def tiny_llama_config(vocab_size: int = 1536):
-    """The tiny model's shape: every projection's input (192 or 512) is a multiple of 64, as bitsandbytes' CPU kernel needs."""
+    """The tiny model's shape: every projection's input (192 or 512) is a multiple of 64, the 4-bit blocksize.
+
+    bitsandbytes 0.50's CPU kernel on AVX-512 CPUs dequantizes wrong values otherwise (lora_lab.bnb_cpu).
+    """
     from transformers import LlamaConfig
 
     return LlamaConfig(

@@ -47,6 +47,10 @@ if "google.colab" in sys.modules:
         importlib.invalidate_caches()
 
 # %% tags=["nbval-ignore-output"]
+import logging
+
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # on AVX512-BF16 CPUs it advises `pip install kernels`: not needed here
+
 import copy
 import tempfile
 import warnings
@@ -133,7 +137,7 @@ out_theirs.loss.backward()
 logit_diff = (out_ours.logits - out_theirs.logits).abs().max().item()
 grad_diff = max((p.grad - their_params[peft_name(n)].grad).abs().max().item()
                 for n, p in ours.named_parameters() if p.requires_grad)
-print(f"loss {out_ours.loss.item():.6f} (lora_lab) vs {out_theirs.loss.item():.6f} (PEFT)")
+print(f"loss {out_ours.loss.item():.3f} (lora_lab) vs {out_theirs.loss.item():.3f} (PEFT)")  # 3 decimals: any CPU
 print(f"largest difference: logits {logit_diff:.1e}, gradients {grad_diff:.1e}")
 assert logit_diff < 1e-5 and grad_diff < 1e-6
 
@@ -361,12 +365,15 @@ for label, r_, targets in [("q, v at r=8", 8, ["q_proj", "v_proj"]), ("all-linea
                                                                               target_modules=targets))
     res = train(m, tok, texts, TrainConfig(steps=60, batch_size=16, lr=3e-3, max_length=64, seed=0))
     runs[label] = (lora_lab.count_parameters(m)[0], res.losses)
+
+# %% tags=["nbval-ignore-output"]
+# 60 steps of training: the losses below differ in the second decimal from one CPU to another
 fig, (ax,) = plots.figure(width=5)
 plots.plot_curves(ax, {f"{k} ({n:,} trainable)": v for k, (n, v) in runs.items()}, title="same budget, different targets")
 late = {label: sum(losses[-10:]) / 10 for label, (_, losses) in runs.items()}
 for label, (n, _) in runs.items():
     print(f"{label:18s} {n:>6,} trainable   mean loss over the last 10 steps {late[label]:.3f}")
-assert late["all-linear at r=2"] < late["q, v at r=8"] - 0.2
+assert late["all-linear at r=2"] < late["q, v at r=8"] - 0.2  # a gap 10× wider than the CPU-to-CPU spread
 
 # %% [markdown]
 # At about the same budget, spreading the rank over all seven projections ends clearly lower than

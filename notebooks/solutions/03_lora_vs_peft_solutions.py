@@ -42,6 +42,10 @@ if "google.colab" in sys.modules:
         importlib.invalidate_caches()
 
 # %% tags=["nbval-ignore-output"]
+import logging
+
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # on AVX512-BF16 CPUs it advises `pip install kernels`: not needed here
+
 import warnings
 
 import peft
