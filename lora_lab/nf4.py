@@ -259,3 +259,9 @@ def dequantize_nf4(q: NF4Tensor, dtype: torch.dtype | None = None) -> torch.Tens
     values = values.view(-1, blocksize)  # (blocks, blocksize)
     out = values.mul_(scales[:, None]).view(-1)[:n]  # fp32 products, rounded once below
     return out.view(q.shape).to(dtype)
+
+
+def unpack_4bit(packed: torch.Tensor, n: int) -> torch.Tensor:
+    """The n 4-bit codes stored two per byte, the first in the high nibble: (ceil(n / 2),) uint8 -> (n,) uint8."""
+    packed = packed.flatten()
+    return torch.stack([packed >> 4, packed & 0xF], dim=1).flatten()[:n]

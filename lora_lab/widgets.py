@@ -37,7 +37,10 @@ def figure_png(fig, dpi: int = 80) -> bytes:
 
 
 class SliderPanel(widgets.VBox):
-    """One slider per control; each move calls render(**values) -> html or (html, figure), cached per position."""
+    """One slider per control (a toggle for True/False); each move calls render(**values) -> html or (html, figure).
+
+    Views are cached per position, so moving back to a drawn position costs nothing.
+    """
 
     def __init__(self, render: Callable[..., Any], controls: dict[str, Sequence], initial: dict | None = None,
                  labels: dict[str, str] | None = None, dpi: int = 80):
@@ -56,9 +59,14 @@ class SliderPanel(widgets.VBox):
             value = initial.get(name, options[0])
             if value not in options:
                 raise ValueError(f"initial {name}={value!r} is not one of its values {options}")
-            self.sliders[name] = widgets.SelectionSlider(
-                options=[(str(o), o) for o in options], value=value, description=labels.get(name, name),
-                continuous_update=True, style={"description_width": "initial"}, layout=widgets.Layout(width="420px"))
+            style, label = {"description_width": "initial"}, labels.get(name, name)
+            if sorted(options, key=str) == [False, True] and all(isinstance(o, bool) for o in options):
+                self.sliders[name] = widgets.ToggleButtons(  # an on/off setting: a toggle, not a two-stop slider
+                    options=[("on", True), ("off", False)], value=value, description=label, style=style)
+            else:
+                self.sliders[name] = widgets.SelectionSlider(
+                    options=[(str(o), o) for o in options], value=value, description=label,
+                    continuous_update=True, style=style, layout=widgets.Layout(width="420px"))
         self.text = widgets.HTML()
         self.image = widgets.Image(format="png")
         super().__init__([*self.sliders.values(), self.text, self.image])

@@ -51,6 +51,7 @@ import torch
 from transformers.utils import logging
 
 import lora_lab
+from lora_lab import plots
 from lora_lab.env import describe_environment, gpu_advice, versions
 
 logging.disable_progress_bar()  # no loading bars in the stored outputs
@@ -158,12 +159,34 @@ print(tok.convert_ids_to_tokens(tok("café", add_special_tokens=False).input_ids
 prefix = tok("the", return_tensors="pt").input_ids  # "<s> the": what word comes next?
 with torch.no_grad():
     logits = model(prefix).logits[0, -1]  # scores for the next token, (vocab,)
-for t in (0.5, 1.0, 2.0):
-    p = torch.softmax(logits / t, dim=-1)
-    top = p.topk(3)
-    words = ", ".join(f"{tok.convert_ids_to_tokens(int(i))!r} {v:.2f}" for v, i in zip(top.values, top.indices))
+TEMPS = (0.5, 1.0, 2.0)
+probs = {t: torch.softmax(logits / t, dim=-1) for t in TEMPS}
+top = probs[1.0].topk(8).indices  # the eight likeliest next tokens at T = 1
+names = tok.convert_ids_to_tokens(top.tolist())
+for t in TEMPS:
+    p = probs[t]
+    words = ", ".join(f"{names[i]!r} {p[top[i]]:.2f}" for i in range(3))
     entropy = -(p * p.clamp_min(1e-12).log()).sum()
-    print(f"temperature {t}: top three {words}; entropy {entropy:.2f} nats")
+    print(f"temperature {t}: top three {words}; entropy {entropy:.2f} nats "
+          f"(as uncertain as a fair choice among {entropy.exp():.0f} tokens)")
+entropies = [-(probs[t] * probs[t].clamp_min(1e-12).log()).sum() for t in TEMPS]
+assert entropies[0] < entropies[1] < entropies[2]  # higher temperature, more uncertainty
+assert probs[0.5][top[0]] > probs[1.0][top[0]] > probs[2.0][top[0]]  # the favourite's share falls
+
+fig, axes = plots.figure(ncols=3, width=3.0, height=2.4)
+for ax, t in zip(axes, TEMPS):
+    ax.bar(range(8), probs[t][top].numpy(), color="tab:blue")
+    ax.set(xticks=range(8), ylim=(0, 1), title=f"T = {t}")
+    ax.set_xticklabels(names, rotation=60, fontsize=7)
+axes[0].set_ylabel("probability")
+
+# %% [markdown]
+# **Entropy** measures how spread out the distribution is: −Σ pᵢ·log pᵢ, in *nats* because the log is
+# the natural one. A distribution that is certain of one token has entropy 0; a fair choice among N
+# tokens has entropy log N, so e^entropy reads as "as uncertain as a fair choice among that many
+# tokens". Lowering the temperature concentrates the probability (low entropy), raising it spreads the
+# probability over more of the vocabulary (high entropy); the bars show the same thing for the eight
+# likeliest tokens.
 
 # %% [markdown]
 # ## The instruction data
@@ -186,6 +209,15 @@ print(f"base model, before any fine-tuning: {score['accuracy']:.0%} exact match"
 for s in score["samples"][:3]:
     print(f"  {s['prompt']!r} -> {s['reply']!r} (expected {s['answer']!r})")
 assert score["accuracy"] <= 0.20  # the base model has never seen the [INST] format
+third = score["samples"][2]
+assert third["reply"].startswith(third["answer"]) and third["reply"] != third["answer"]  # right, but no stop
+
+# %% [markdown]
+# Look at the third reply: it starts with the right answer, *the answer is lemon.*, and is still scored
+# wrong. Exact match wants the reply to **stop** there. The base model learned the skill from its
+# pretraining text, but it has never seen the chat format's end-of-answer token `</s>`, so it rambles on
+# until the length limit. Teaching it to answer in the format *and to stop* is what the fine-tunes in
+# notebooks 05 and 06 do.
 
 # %% [markdown]
 # ## The path through the kit

@@ -273,7 +273,8 @@ def show_rank(r):
     plots.show_matrix(axes[2], (dw - approx)[C, C], "what is left", vmax)
     axes[3].plot(err_curve.numpy(), color="tab:red")
     axes[3].axvline(r, color="k", ls="--", lw=0.8)
-    axes[3].set(xlabel="r", ylabel="‖ΔW − ΔW_r‖ / ‖ΔW‖", xscale="symlog", ylim=(0, 1))
+    axes[3].set(xlabel="r", ylabel="‖ΔW − ΔW_r‖ / ‖ΔW‖", xscale="symlog", ylim=(0, 1),
+                xlim=(0, len(err_curve) - 1))  # from r = 0: no negative half of the symmetric log axis
     n = lowrank.lora_params(192, 192, r)
     text = (f"<b>r = {r}</b>: B·A holds {n:,} numbers ({n / 192**2:.1%} of ΔW's {192**2:,}); "
             f"it keeps {1 - err_curve[r]**2:.1%} of ‖ΔW‖², relative error {err_curve[r]:.3f}")

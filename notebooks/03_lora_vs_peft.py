@@ -466,7 +466,8 @@ check_gpt2_lora_config(gpt2_lora_config)
 # %% [markdown]
 # **Exercise 2.** Write `linear_layer_names(model)`: the names (last part only, e.g. `"q_proj"`) of every
 # `nn.Linear` in the model except the output head — what `target_modules="all-linear"` means. The check
-# tries it on a Llama and on a GPT-NeoX, whose layers are named differently.
+# tries it on a Llama and on a BioGPT, whose layers are named differently — its output head is
+# `output_projection`, not `lm_head`.
 
 # %%
 def linear_layer_names(model) -> list[str]:

@@ -331,9 +331,9 @@ from lora_lab import bnb_cpu
 
 
 def exact_dequantize(packed: torch.Tensor, absmax: torch.Tensor, shape, blocksize: int) -> torch.Tensor:
-    codes = torch.stack([packed.flatten() >> 4, packed.flatten() & 0xF], dim=1).flatten()  # high nibble first
     n = torch.Size(shape).numel()
-    values = torch.nn.functional.pad(bnb_table[codes.long()][:n], (0, len(absmax) * blocksize - n))
+    codes = nf4.unpack_4bit(packed, n)  # (n,) the codes, two per byte (Exercise 1 asks you to write this)
+    values = torch.nn.functional.pad(bnb_table[codes.long()], (0, len(absmax) * blocksize - n))
     return (values.view(-1, blocksize) * absmax[:, None]).flatten()[:n].view(shape)
 
 
@@ -496,6 +496,15 @@ panel
 rows = [(bs, "on" if dq else "off", f"{p['bits']:.4f}", f"{p['error']:.4f}", f"{LLAMA_LINEAR * p['bits'] / 8 / 2**30:.2f}")
         for (bs, dq), p in sorted(bs_grid.items())]
 plots.print_table(["blocksize", "double quant", "bits/weight", "RMS error / σ", "Llama-2-7B linear GiB"], rows)
+fig, (ax,) = plots.figure(width=5.5)
+for dq, marker in ((False, "s"), (True, "o")):
+    ax.plot([bs_grid[b, dq]["bits"] for b in BLOCKSIZES], [bs_grid[b, dq]["error"] for b in BLOCKSIZES],
+            marker=marker, ms=4, label=f"double quant {'on' if dq else 'off'}")
+for b in (32, 64, 256, 4096):
+    ax.annotate(str(b), (bs_grid[b, True]["bits"], bs_grid[b, True]["error"]), fontsize=7,
+                textcoords="offset points", xytext=(4, 4))
+ax.set(xlabel="bits per weight", ylabel="RMS error / σ", title="error against memory (labels: blocksize)")
+ax.legend(fontsize=8)
 errors = [bs_grid[bs, True]["error"] for bs in BLOCKSIZES]
 assert all(a < b for a, b in zip(errors, errors[1:]))  # bigger blocks, bigger error
 assert bs_grid[64, True]["bits"] < bs_grid[128, False]["bits"]  # 64 with double quant: fewer bits than 128 without

@@ -79,6 +79,12 @@ def linear_layer_names(model):
     return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear) and m is not head})
 
 
+def gpt2_lora_config(**changes):
+    settings = dict(r=8, lora_alpha=32, lora_dropout=0.1, target_modules=["c_attn"], fan_in_fan_out=True,
+                    task_type="CAUSAL_LM")
+    return peft.LoraConfig(**{**settings, **changes})
+
+
 def peft_key(name):
     return "base_model.model." + name.replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default.")
 
@@ -132,13 +138,26 @@ CASES = {
     "same_scaling_alpha": (ex.check_same_scaling_alpha,
                            lambda a, r, n, use_rslora=False: a * (math.sqrt(n / r) if use_rslora else n / r),
                            lambda a, r, n, use_rslora=False: a, "changes the scaling"),
-    "gpt2_lora_config": (ex.check_gpt2_lora_config,
-                         lambda: peft.LoraConfig(r=8, lora_alpha=32, target_modules=["c_attn"], fan_in_fan_out=True),
-                         lambda: peft.LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj"]),
-                         "fused Conv1D named c_attn"),
+    "gpt2_lora_config": (ex.check_gpt2_lora_config, gpt2_lora_config,
+                         lambda: gpt2_lora_config(target_modules=["q_proj", "v_proj"]), "fused Conv1D named c_attn"),
+    "gpt2_lora_config_rank": (ex.check_gpt2_lora_config, gpt2_lora_config,  # the wrong answer found in review
+                              lambda: peft.LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn"], fan_in_fan_out=True),
+                              "r = 8"),
+    "gpt2_lora_config_alpha": (ex.check_gpt2_lora_config, gpt2_lora_config, lambda: gpt2_lora_config(lora_alpha=16),
+                               "lora_alpha) = 32"),
+    "gpt2_lora_config_dropout": (ex.check_gpt2_lora_config, gpt2_lora_config, lambda: gpt2_lora_config(lora_dropout=0.0),
+                                 "lora_dropout) = 0.1"),
+    "gpt2_lora_config_task": (ex.check_gpt2_lora_config, gpt2_lora_config, lambda: gpt2_lora_config(task_type=None),
+                              "CAUSAL_LM"),
+    "gpt2_lora_config_transposed": (ex.check_gpt2_lora_config, gpt2_lora_config,
+                                    lambda: gpt2_lora_config(fan_in_fan_out=False), "fan_in_fan_out=True"),
     "all_linear_targets": (ex.check_all_linear_targets, linear_layer_names,
                            lambda m: sorted({n.rsplit(".", 1)[-1] for n, x in m.named_modules() if isinstance(x, nn.Linear)}),
                            "output head"),
+    "all_linear_targets_by_name": (ex.check_all_linear_targets, linear_layer_names,  # skips "lm_head" by name only
+                                   lambda m: sorted({n.rsplit(".", 1)[-1] for n, x in m.named_modules()
+                                                     if isinstance(x, nn.Linear) and not n.endswith("lm_head")}),
+                                   "'output_projection' is the output head"),
     "copy_adapter": (ex.check_copy_adapter, copy_adapter, copy_without_adapter_name, "adapter name"),
     "unpack_codes": (ex.check_unpack_codes, lambda p, n: torch.stack([p >> 4, p & 0xF], 1).flatten()[:n],
                      lambda p, n: torch.stack([p & 0xF, p >> 4], 1).flatten()[:n], "HIGH nibble"),
@@ -170,28 +189,85 @@ def test_right_answer_passes(case):
 def test_wrong_answer_is_rejected_in_plain_words(case):
     check, _, wrong, phrase = CASES[case]
     torch.manual_seed(0)
-    with pytest.raises(AssertionError) as info:
-        check(wrong)
-    message = str(info.value)
+    verdict = check(wrong)  # a verdict, not an exception: "Run all" goes on to the next exercise
+    assert verdict.passed is False and not verdict and verdict.status == "wrong"
+    message = repr(verdict)
     assert message.startswith("Exercise ") and "not yet right — " in message
-    assert phrase in message, message
+    assert phrase in verdict.message, message
+    assert "#cf222e" in verdict._repr_html_()  # shown in red in Jupyter
 
 
 @pytest.mark.parametrize("name,check", CHECKS, ids=[n for n, _ in CHECKS])
 def test_stub_is_not_done_yet(name, check):
     verdict = check(StubClass if name == "check_lora_linear" else stub)
-    assert verdict.passed is None and not verdict
+    assert verdict.passed is None and not verdict and verdict.status == "not done"
     assert "not done yet" in repr(verdict) and "NotImplementedError" in repr(verdict)
 
 
-def test_the_learners_own_errors_are_not_hidden():
+def test_the_learners_own_errors_are_reported_with_their_line():
     def buggy(d, k, r):
         return torch.randn(d, r) @ torch.randn(k, r)  # a shape error in the learner's code
 
-    with pytest.raises(RuntimeError):
-        ex.check_rank_r_matrix(buggy)
+    verdict = ex.check_rank_r_matrix(buggy)
+    assert verdict.status == "wrong"
+    assert "your code raised RuntimeError" in verdict.message and "torch.randn(k, r)" in verdict.message
 
 
 def test_verdicts_are_deterministic():
     assert repr(ex.check_max_useful_rank(lambda d, k: (d * k - 1) // (d + k))) == repr(
         ex.check_max_useful_rank(lambda d, k: (d * k - 1) // (d + k)))
+
+
+# ----------------------------------------------------------------------------- notebooks 05-06
+
+def sampling_probs(logits, temperature, top_k=None):
+    scaled = logits / temperature
+    if top_k:
+        scaled = scaled.masked_fill(scaled < scaled.topk(top_k).values[-1], float("-inf"))
+    return scaled.softmax(-1)
+
+
+FT_CASES = {
+    "qlora_forward": (ex.check_qlora_forward,
+                      lambda layer, x: layer.base_layer(x) + layer.lora_B(layer.lora_A(x)) * layer.scaling,
+                      lambda layer, x: layer.base_layer(x) + layer.lora_B(layer.lora_A(x)), "layer.scaling"),
+    "qlora_forward_shapes": (ex.check_qlora_forward,
+                             lambda layer, x: layer.base_layer(x) + layer.lora_B(layer.lora_A(x)) * layer.scaling,
+                             lambda layer, x: x @ layer.base_layer.dequantize(),  # W not transposed
+                             "your code raised RuntimeError"),
+    "nf4_bytes": (ex.check_nf4_bytes,
+                  lambda n, bs, dq: math.ceil(n / 2) + (math.ceil(n / bs) + 4 * math.ceil(math.ceil(n / bs) / 256) + 4
+                                                        if dq else 4 * math.ceil(n / bs)),
+                  lambda n, bs, dq: math.ceil(n / 2), "codes only"),
+    "pad_token": (ex.check_pad_token, lambda tok: tok.pad_token if tok.pad_token not in (None, tok.eos_token)
+                  else tok.unk_token, lambda tok: tok.eos_token, "never learns to stop"),
+    "sampling_probs": (ex.check_sampling_probs, sampling_probs, lambda logits, t, k: sampling_probs(logits, 1 / t, k),
+                       "don't multiply"),
+    "sampling_probs_no_renormalising": (ex.check_sampling_probs, sampling_probs,
+                                        lambda logits, t, k: torch.softmax(logits / t, -1) * (
+                                            torch.zeros_like(logits).scatter(0, logits.topk(k).indices, 1.0) if k else 1),
+                                        "renormalise"),
+    "sampling_probs_no_top_k": (ex.check_sampling_probs, sampling_probs,
+                                lambda logits, t, k: torch.softmax(logits / t, -1), "keeps the"),
+    "sampling_probs_no_temperature": (ex.check_sampling_probs, sampling_probs,
+                                      lambda logits, t, k: sampling_probs(logits, 1.0, k), "divide the logits by T"),
+    "training_bytes_forgot_gradients": (ex.check_training_bytes,
+                                        lambda n, o: {"adamw": 16, "adamw_8bit": 10, "sgd": 8}[o] * n,
+                                        lambda n, o: {"adamw": 12, "adamw_8bit": 6, "sgd": 4}[o] * n,  # 4 + 8
+                                        "Most often the gradient"),
+}
+
+
+@pytest.mark.parametrize("case", FT_CASES, ids=str)
+def test_notebooks_05_06_checks(case):
+    check, right, wrong, phrase = FT_CASES[case]
+    assert check(right).status == "correct"
+    verdict = check(wrong)
+    assert verdict.status == "wrong" and phrase in verdict.message, verdict.message
+    assert check(stub).status == "not done"
+
+
+def test_every_check_of_notebooks_05_06_is_tested():
+    from lora_lab.exercises import finetune
+
+    assert {c.__name__ for c, *_ in FT_CASES.values()} == set(finetune.__all__)

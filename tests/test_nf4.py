@@ -251,3 +251,15 @@ def test_bad_input_raises_clear_errors():
         quantize_nf4(bad)
     with pytest.raises(ValueError, match="no int4"):
         quantize_4bit(w, quant_type="int4").to_bitsandbytes()
+
+
+def test_unpack_4bit_reads_back_the_codes_high_nibble_first():
+    from lora_lab.nf4 import unpack_4bit
+
+    for n in (1, 2, 7, 64):
+        w = randn((n,))
+        q = quantize_nf4(w, 64, double_quant=False)
+        codes = unpack_4bit(q.packed, n)
+        assert codes.dtype == torch.uint8 and codes.shape == (n,)
+        assert torch.equal(nf4_codebook()[codes.long()] * q.absmax[0], exact(q).float())
+    assert unpack_4bit(torch.tensor([0x1F], dtype=torch.uint8), 2).tolist() == [1, 15]

@@ -72,3 +72,14 @@ def test_readme_badges_match_notebooks():
     top = [p for p in NOTEBOOKS if p.parent.name == "notebooks"]
     for p in top:
         assert f"{COLAB}{SLUG}/blob/main/notebooks/{p.name}" in readme, f"README has no badge for {p.name}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_links_work_in_colab(path):
+    # Colab opens one notebook from GitHub: a relative link (../00_start_here.ipynb) leads nowhere there
+    for cell in _cells(path):
+        if cell["cell_type"] == "markdown":
+            for target in re.findall(r"\]\(([^)\s]+)\)", _src(cell)):
+                assert target.startswith(("https://", "#")), f"{path.name}: relative link {target!r}"
+                if target.startswith(f"{REPO}/blob/main/"):
+                    assert (ROOT / target.removeprefix(f"{REPO}/blob/main/")).exists(), target

@@ -116,3 +116,16 @@ def test_energy_and_rank_for_energy():
 
 def test_lora_params():
     assert lowrank.lora_params(4096, 4096, 8) == 65_536 and lowrank.lora_params(512, 192, 1) == 704
+
+
+def test_an_on_off_control_is_a_toggle():
+    import ipywidgets as widgets
+
+    from lora_lab.widgets import SliderPanel
+
+    panel = SliderPanel(lambda blocksize, double_quant: f"{blocksize} {double_quant}",
+                        {"blocksize": [32, 64], "double_quant": [True, False]})
+    assert isinstance(panel.sliders["double_quant"], widgets.ToggleButtons)
+    assert isinstance(panel.sliders["blocksize"], widgets.SelectionSlider)
+    panel.sliders["double_quant"].value = False
+    assert panel.text.value == "32 False"

@@ -8,7 +8,9 @@ wrong one raises AssertionError whose message says, in plain words, what to look
 from __future__ import annotations
 
 import functools
+import html
 import math
+import traceback
 import warnings
 from dataclasses import dataclass
 
@@ -32,30 +34,61 @@ __all__ = [
 
 @dataclass
 class Verdict:
-    """What a check concluded: passed is True (correct) or None (not done yet); wrong answers raise instead."""
+    """What a check concluded: passed is True (correct), None (not done yet) or False (wrong, message says why).
+
+    A wrong answer is a verdict, not an exception, so "Run all" goes on to the next exercise; in Jupyter it
+    shows as a coloured box (green, grey, red). `status` is "correct", "not done" or "wrong", for graders.
+    """
 
     exercise: str
     passed: bool | None
     message: str
 
+    @property
+    def status(self) -> str:
+        return {True: "correct", None: "not done", False: "wrong"}[self.passed]
+
     def __bool__(self) -> bool:
         return self.passed is True
 
     def __repr__(self) -> str:
-        status = "correct" if self.passed else "not done yet"
-        return f"{self.exercise}: {status} — {self.message}"
+        label = {True: "correct", None: "not done yet", False: "not yet right"}[self.passed]
+        return f"{self.exercise}: {label} — {self.message}"
+
+    def _repr_html_(self) -> str:
+        colour = {True: "#1a7f37", None: "#6e7781", False: "#cf222e"}[self.passed]
+        mark = {True: "✔", None: "…", False: "✘"}[self.passed]
+        return (f'<div style="border-left: 4px solid {colour}; padding: 4px 10px; color: {colour}">'
+                f"{mark} {html.escape(repr(self))}</div>")
 
 
 class _NotDone(Exception):
     pass
 
 
+class _Raised(Exception):
+    """The learner's code raised: carried to the verdict with where it happened in their code."""
+
+
+def _where(error: BaseException) -> str:
+    """' (line N of your code: `source`)' for the innermost frame outside the kit and the libraries."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if "site-packages" not in f.filename and "/lora_lab/" not in f.filename.replace("\\", "/")
+              and not f.filename.startswith("<frozen")]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f" (line {f.lineno} of your code: `{f.line}`)" if f.line else f" (line {f.lineno} of your code)"
+
+
 def _call(fn, *args, **kwargs):
-    """Call the learner's code; a stub's NotImplementedError becomes a 'not done yet' verdict."""
+    """Call the learner's code; a stub's NotImplementedError becomes 'not done yet', any other error a wrong verdict."""
     try:
         return fn(*args, **kwargs)
     except NotImplementedError:
         raise _NotDone from None
+    except Exception as e:  # noqa: BLE001 - whatever the learner's code raises is reported, not re-raised
+        raise _Raised(f"your code raised {type(e).__name__}: {e}{_where(e)}") from None
 
 
 def _check(exercise: str):
@@ -70,8 +103,8 @@ def _check(exercise: str):
             except _NotDone:
                 return Verdict(exercise, None, "it still raises NotImplementedError: write your answer in place of "
                                                "the `raise` line and run the cell again.")
-            except AssertionError as e:
-                raise AssertionError(f"{exercise}: not yet right — {e}") from None
+            except (AssertionError, _Raised) as e:
+                return Verdict(exercise, False, str(e))
             return Verdict(exercise, True, message)
         return check
     return wrap
@@ -376,12 +409,13 @@ def _tiny_llama():
                                         num_attention_heads=4, num_key_value_heads=4, vocab_size=64)).eval()
 
 
-def _tiny_neox():
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+def _tiny_biogpt():
+    """A causal LM whose output head is not called lm_head: BioGPT's is `output_projection`."""
+    from transformers import BioGptConfig, BioGptForCausalLM
 
     torch.manual_seed(0)
-    return GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                            num_attention_heads=4, vocab_size=64)).eval()
+    return BioGptForCausalLM(BioGptConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                          num_attention_heads=4, vocab_size=64)).eval()
 
 
 @_check("Exercise 03.1 · gpt2_lora_config")
@@ -393,6 +427,14 @@ def check_gpt2_lora_config(fn) -> str:
 
     config = _call(fn)
     assert isinstance(config, peft.LoraConfig), f"return a peft.LoraConfig, got {type(config).__name__}."
+    asked = [("r", config.r, 8, "the rank r"), ("lora_alpha", config.lora_alpha, 32, "α (lora_alpha)"),
+             ("lora_dropout", config.lora_dropout, 0.1, "the dropout on the LoRA path (lora_dropout)")]
+    for name, got, want, what in asked:
+        assert got == want, f"the exercise asks for {what} = {want}; your config has {name}={got!r}."
+    task = getattr(config.task_type, "value", config.task_type)
+    assert task == "CAUSAL_LM", (f"task_type={config.task_type!r}: GPT-2 is a causal language model, so "
+                                 "task_type='CAUSAL_LM' (peft.TaskType.CAUSAL_LM), which makes PEFT wrap it "
+                                 "as a PeftModelForCausalLM.")
     model = _tiny_gpt2()
     ids = torch.arange(10)[None]  # (1, 10)
     with torch.no_grad():
@@ -427,7 +469,7 @@ def check_all_linear_targets(fn) -> str:
     """fn(model) -> the module names (last part, as target_modules takes them) of every nn.Linear but the output head."""
     from ..lora import LoraConfig, find_target_modules
 
-    for arch, build in [("Llama", _tiny_llama), ("GPT-NeoX", _tiny_neox)]:
+    for arch, build in [("Llama", _tiny_llama), ("BioGPT", _tiny_biogpt)]:
         model = build()
         got = _call(fn, model)
         assert isinstance(got, (list, tuple, set)) and all(isinstance(n, str) for n in got), \

@@ -17,7 +17,7 @@ __all__ = [
     # 05 QLoRA from scratch
     "check_qlora_forward", "check_nf4_bytes",
     # 06 QLoRA fine-tune of Llama-2
-    "check_pad_token", "check_temperature_probs", "check_training_bytes",
+    "check_pad_token", "check_sampling_probs", "check_training_bytes",
 ]
 
 
@@ -112,19 +112,44 @@ def check_pad_token(fn) -> str:
     return "Pad with a token the model never has to predict: <pad> if it exists, else <unk>; never </s>."
 
 
-@_check("Exercise 06.2 · temperature_probs")
-def check_temperature_probs(fn) -> str:
-    """fn(logits, temperature) -> next-token probabilities at that temperature."""
-    logits = torch.tensor([2.0, 1.0, 0.5, -1.0])
-    for t in (0.5, 1.0, 2.0):
-        got = _call(fn, logits.clone(), t)
-        _is_tensor(got, "temperature_probs' result")
-        want = torch.softmax(logits / t, dim=-1)
+@_check("Exercise 06.2 · sampling_probs")
+def check_sampling_probs(fn) -> str:
+    """fn(logits, temperature, top_k) -> the probabilities generate(do_sample=True, temperature, top_k) samples from.
+
+    The reference is transformers' own pair of logits warpers, TemperatureLogitsWarper then TopKLogitsWarper.
+    """
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper
+
+    logits = torch.tensor([2.0, 1.0, 0.5, -1.0, 0.25, -0.5])  # (vocab,) no ties, so top-k is unambiguous
+    for t, k in [(0.5, 3), (1.0, None), (2.0, 2), (1.5, 1)]:
+        scaled = TemperatureLogitsWarper(t)(None, logits[None].clone())
+        want = (TopKLogitsWarper(k)(None, scaled) if k else scaled).softmax(-1)[0]
+        got = _call(fn, logits.clone(), t, k)
+        _is_tensor(got, "sampling_probs' result")
+        assert got.shape == logits.shape, f"return one probability per token, shape {tuple(logits.shape)}; got {tuple(got.shape)}."
+        if torch.allclose(got, want, atol=1e-5):
+            continue
+        if k:
+            full = torch.softmax(logits / t, dim=-1)
+            cut = torch.where(full >= full.topk(k).values[-1], full, torch.zeros_like(full))  # not renormalised
+            if torch.allclose(got, cut, atol=1e-5):
+                raise AssertionError(f"with top_k={k} your probabilities sum to {float(got.sum()):.3f}: after dropping "
+                                     "all but the k likeliest tokens, renormalise (a softmax over the kept logits, "
+                                     "the others set to -inf), so that the kept ones sum to 1.")
         assert torch.isclose(got.sum(), torch.tensor(1.0), atol=1e-5), f"probabilities sum to 1; yours sum to {float(got.sum()):.4f}."
-        if t != 1.0 and torch.allclose(got, torch.softmax(logits * t, dim=-1), atol=1e-5):
+        if t != 1.0 and torch.allclose(got, (TopKLogitsWarper(k)(None, logits[None] * t) if k else logits[None] * t)
+                                       .softmax(-1)[0], atol=1e-5):
             raise AssertionError("divide the logits by the temperature, don't multiply: T < 1 must sharpen.")
-        assert torch.allclose(got, want, atol=1e-5), f"at T={t} expected {want.tolist()}, got {got.tolist()}."
-    return "softmax(logits / T): T < 1 sharpens toward the likeliest token, T > 1 flattens toward uniform."
+        if t != 1.0 and torch.allclose(got, (TopKLogitsWarper(k)(None, logits[None].clone()) if k else logits[None])
+                                       .softmax(-1)[0], atol=1e-5):
+            raise AssertionError(f"at temperature {t} the result is the T = 1 distribution: divide the logits by T.")
+        kept = int((got > 0).sum())
+        if k and kept != k:
+            raise AssertionError(f"top_k={k} keeps the {k} likeliest tokens and gives every other token probability 0; "
+                                 f"yours gives {kept} tokens a non-zero probability.")
+        assert torch.allclose(got, want, atol=1e-5), f"at T={t}, top_k={k} expected {want.tolist()}, got {got.tolist()}."
+    return ("softmax(logits / T) over the k likeliest tokens only: T reshapes the distribution, top_k cuts its tail, "
+            "exactly as transformers' TemperatureLogitsWarper and TopKLogitsWarper do.")
 
 
 @_check("Exercise 06.3 · training_bytes")
@@ -135,9 +160,12 @@ def check_training_bytes(fn) -> str:
         got = _call(fn, n, optim)
         assert isinstance(got, (int, float)), f"return a number of bytes, got {type(got).__name__}."
         if optim == "adamw" and _close(got, 12 * n):
-            raise AssertionError("AdamW keeps two running averages per parameter (m and v), each fp32.")
+            raise AssertionError("that is 12 bytes per parameter, three fp32 tensors; training keeps four for each "
+                                 "LoRA weight: the weight, its gradient, and AdamW's two moments m and v. Which one "
+                                 "is missing? (Most often the gradient, as large as the weight itself.)")
         if optim == "adamw" and _close(got, 8 * n):
-            raise AssertionError("weights and gradients alone: add AdamW's two fp32 moments.")
+            raise AssertionError("that is 8 bytes per parameter, two fp32 tensors; training keeps four for each LoRA "
+                                 "weight: the weight, its gradient, and AdamW's two moments m and v.")
         assert _close(got, per_param * n), (f"training_bytes({n:,}, {optim!r}) = {got:,}, expected "
                                             f"{per_param * n:,} ({per_param} bytes per trainable parameter).")
     return (f"16 bytes per trainable parameter with AdamW: the 7B recipe's {159_907_840:,} LoRA weights take "

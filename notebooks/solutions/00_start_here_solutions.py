@@ -18,7 +18,7 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lora-lab/lora-lab/blob/main/notebooks/solutions/00_start_here_solutions.ipynb)
 #
-# Worked answers to the exercises of [notebook 00](../00_start_here.ipynb). Each answer is followed by
+# Worked answers to the exercises of [notebook 00](https://github.com/lora-lab/lora-lab/blob/main/notebooks/00_start_here.ipynb). Each answer is followed by
 # the same check the notebook calls, and then by a typical wrong answer and what the check says to it.
 # Try the exercises yourself first.
 
@@ -63,10 +63,8 @@ def compute_dtype_for(gpu_name: str | None, bf16_supported: bool | None) -> torc
 check_compute_dtype(compute_dtype_for)
 
 # %%
-try:  # a common slip: bf16 everywhere
-    check_compute_dtype(lambda gpu_name, bf16_supported: torch.bfloat16)
-except AssertionError as e:
-    print(e)
+# a common slip: bf16 everywhere: a wrong answer, and what the check says of it
+check_compute_dtype(lambda gpu_name, bf16_supported: torch.bfloat16)
 
 # %% [markdown]
 # **Exercise 2.** bits → bytes (÷ 8) → GiB (÷ 2³⁰).
@@ -79,10 +77,8 @@ def weights_gib(n_params: int, bits_per_param: float) -> float:
 check_weights_gib(weights_gib)
 
 # %%
-try:  # dividing by 10⁹ gives GB, not GiB
-    check_weights_gib(lambda n_params, bits_per_param: n_params * bits_per_param / 8 / 1e9)
-except AssertionError as e:
-    print(e)
+# dividing by 10⁹ gives GB, not GiB: a wrong answer, and what the check says of it
+check_weights_gib(lambda n_params, bits_per_param: n_params * bits_per_param / 8 / 1e9)
 
 # %% [markdown]
 # **Exercise 3.** One space around each marker; `<s>` first and `</s>` last, so the model learns where
@@ -96,7 +92,5 @@ def llama2_row(prompt: str, answer: str) -> str:
 check_llama2_format(llama2_row)
 
 # %%
-try:  # without </s> the model never learns to stop
-    check_llama2_format(lambda prompt, answer: f"<s>[INST] {prompt} [/INST] {answer}")
-except AssertionError as e:
-    print(e)
+# without </s> the model never learns to stop: a wrong answer, and what the check says of it
+check_llama2_format(lambda prompt, answer: f"<s>[INST] {prompt} [/INST] {answer}")

@@ -18,7 +18,7 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lora-lab/lora-lab/blob/main/notebooks/solutions/01_low_rank_intuition_solutions.ipynb)
 #
-# Worked answers to the exercises of [notebook 01](../01_low_rank_intuition.ipynb). Each answer is
+# Worked answers to the exercises of [notebook 01](https://github.com/lora-lab/lora-lab/blob/main/notebooks/01_low_rank_intuition.ipynb). Each answer is
 # followed by the same check the notebook calls, and then by a typical wrong answer and what the check
 # says to it. Try the exercises yourself first.
 
@@ -61,10 +61,8 @@ def rank_r_matrix(d: int, k: int, r: int) -> torch.Tensor:
 check_rank_r_matrix(rank_r_matrix)
 
 # %%
-try:  # a random d × k matrix is full rank
-    check_rank_r_matrix(lambda d, k, r: torch.randn(d, k))
-except AssertionError as e:
-    print(e)
+# a random d × k matrix is full rank: a wrong answer, and what the check says of it
+check_rank_r_matrix(lambda d, k, r: torch.randn(d, k))
 
 # %% [markdown]
 # **Exercise 2.** Truncate the SVD and split the singular values between the factors (√S on each side
@@ -80,10 +78,8 @@ def lora_factors(delta: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tenso
 check_lora_factors(lora_factors)
 
 # %%
-try:  # forgetting the singular values
-    check_lora_factors(lambda delta, r: (torch.linalg.svd(delta)[0][:, :r], torch.linalg.svd(delta)[2][:r]))
-except AssertionError as e:
-    print(e)
+# forgetting the singular values: a wrong answer, and what the check says of it
+check_lora_factors(lambda delta, r: (torch.linalg.svd(delta)[0][:, :r], torch.linalg.svd(delta)[2][:r]))
 
 # %% [markdown]
 # **Exercise 3.** d·r + r·k < d·k ⇔ r < d·k / (d + k); the largest such integer is ⌊(d·k − 1) / (d + k)⌋.
@@ -96,7 +92,5 @@ def max_useful_rank(d: int, k: int) -> int:
 check_max_useful_rank(max_useful_rank)
 
 # %%
-try:  # r = min(d, k) is the most a rank can be, not the most that saves memory
-    check_max_useful_rank(lambda d, k: min(d, k))
-except AssertionError as e:
-    print(e)
+# r = min(d, k) is the most a rank can be, not the most that saves memory: a wrong answer, and what the check says of it
+check_max_useful_rank(lambda d, k: min(d, k))

@@ -18,7 +18,7 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lora-lab/lora-lab/blob/main/notebooks/solutions/03_lora_vs_peft_solutions.ipynb)
 #
-# Worked answers to the exercises of [notebook 03](../03_lora_vs_peft.ipynb). Each answer is followed by
+# Worked answers to the exercises of [notebook 03](https://github.com/lora-lab/lora-lab/blob/main/notebooks/03_lora_vs_peft.ipynb). Each answer is followed by
 # the same check the notebook calls, and then by a typical wrong answer and what the check says to it.
 # Try the exercises yourself first.
 
@@ -71,14 +71,14 @@ def gpt2_lora_config() -> peft.LoraConfig:
 check_gpt2_lora_config(gpt2_lora_config)
 
 # %%
-try:  # the tutorial's Llama names
-    check_gpt2_lora_config(lambda: peft.LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj"]))
-except AssertionError as e:
-    print(e)
+# the tutorial's Llama names: a wrong answer, and what the check says of it
+check_gpt2_lora_config(lambda: peft.LoraConfig(r=8, lora_alpha=32, lora_dropout=0.1, target_modules=["q_proj", "v_proj"],
+                                                task_type="CAUSAL_LM"))
 
 # %% [markdown]
 # **Exercise 2.** Walk the modules, keep the `nn.Linear` ones, skip the output head (whatever it is
-# called: `lm_head` in Llama, `embed_out` in GPT-NeoX), and keep the last part of each name.
+# called: `lm_head` in Llama, `output_projection` in BioGPT — `model.get_output_embeddings()` finds it
+# by what it is, not by its name), and keep the last part of each name.
 
 # %%
 def linear_layer_names(model) -> list[str]:
@@ -90,10 +90,8 @@ def linear_layer_names(model) -> list[str]:
 check_all_linear_targets(linear_layer_names)
 
 # %%
-try:  # Llama's seven names, hard-coded
-    check_all_linear_targets(lambda model: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-except AssertionError as e:
-    print(e)
+# Llama's seven names, hard-coded: a wrong answer, and what the check says of it
+check_all_linear_targets(lambda model: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
 
 # %% [markdown]
 # **Exercise 3.** PEFT's names are ours with a `base_model.model.` prefix and the adapter name
@@ -120,7 +118,5 @@ def forgets_adapter_name(peft_model, our_model) -> None:
                 p.copy_(theirs["base_model.model." + name])
 
 
-try:
-    check_copy_adapter(forgets_adapter_name)
-except AssertionError as e:
-    print(e)
+# a wrong answer, and what the check says of it
+check_copy_adapter(forgets_adapter_name)

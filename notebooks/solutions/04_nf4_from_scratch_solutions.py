@@ -18,7 +18,7 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lora-lab/lora-lab/blob/main/notebooks/solutions/04_nf4_from_scratch_solutions.ipynb)
 #
-# Worked answers to the exercises of [notebook 04](../04_nf4_from_scratch.ipynb). Each answer is
+# Worked answers to the exercises of [notebook 04](https://github.com/lora-lab/lora-lab/blob/main/notebooks/04_nf4_from_scratch.ipynb). Each answer is
 # followed by the same check the notebook calls, and then by a typical wrong answer and what the check
 # says to it. Try the exercises yourself first.
 
@@ -62,10 +62,8 @@ def unpack_codes(packed: torch.Tensor, n: int) -> torch.Tensor:
 check_unpack_codes(unpack_codes)
 
 # %%
-try:  # low nibble first
-    check_unpack_codes(lambda packed, n: torch.stack([packed & 0xF, packed >> 4], dim=1).flatten()[:n])
-except AssertionError as e:
-    print(e)
+# low nibble first: a wrong answer, and what the check says of it
+check_unpack_codes(lambda packed, n: torch.stack([packed & 0xF, packed >> 4], dim=1).flatten()[:n])
 
 # %% [markdown]
 # **Exercise 2.** The notebook's construction with 2^(bits−1) in place of 8. Computing the quantiles in
@@ -85,10 +83,8 @@ def normal_float_codebook(bits: int) -> torch.Tensor:
 check_nf_codebook(normal_float_codebook)
 
 # %%
-try:  # symmetric quantiles leave no exact zero
-    check_nf_codebook(lambda bits: torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.03, 0.97, 2**bits)) / 1.8808)
-except AssertionError as e:
-    print(e)
+# symmetric quantiles leave no exact zero: a wrong answer, and what the check says of it
+check_nf_codebook(lambda bits: torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.03, 0.97, 2**bits)) / 1.8808)
 
 # %% [markdown]
 # **Exercise 3.** 4 bits of code; an fp32 absmax per block (32 / blocksize); with double quantization
@@ -104,7 +100,5 @@ def bits_per_param(blocksize: int, double_quant: bool) -> float:
 check_bits_per_param(bits_per_param)
 
 # %%
-try:  # forgetting the second-level scales
-    check_bits_per_param(lambda blocksize, double_quant: 4 + (8 if double_quant else 32) / blocksize)
-except AssertionError as e:
-    print(e)
+# forgetting the second-level scales: a wrong answer, and what the check says of it
+check_bits_per_param(lambda blocksize, double_quant: 4 + (8 if double_quant else 32) / blocksize)

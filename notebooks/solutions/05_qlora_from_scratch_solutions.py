@@ -18,7 +18,7 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lora-lab/lora-lab/blob/main/notebooks/solutions/05_qlora_from_scratch_solutions.ipynb)
 #
-# Worked answers to the exercises of [notebook 05](../05_qlora_from_scratch.ipynb). Each answer is
+# Worked answers to the exercises of [notebook 05](https://github.com/lora-lab/lora-lab/blob/main/notebooks/05_qlora_from_scratch.ipynb). Each answer is
 # followed by the same check the notebook calls, and then by a typical wrong answer and what the check
 # says to it. Try the exercises yourself first.
 
@@ -67,11 +67,9 @@ def qlora_forward(layer: QLoRALinear, x: torch.Tensor) -> torch.Tensor:
 check_qlora_forward(qlora_forward)
 
 # %%
-try:  # forgetting α/r
-    check_qlora_forward(lambda layer, x: x @ layer.base_layer.dequantize().T + layer.base_layer.bias
-                        + x @ layer.lora_A.weight.T @ layer.lora_B.weight.T)
-except AssertionError as e:
-    print(e)
+# forgetting α/r: a wrong answer, and what the check says of it
+check_qlora_forward(lambda layer, x: x @ layer.base_layer.dequantize().T + layer.base_layer.bias
+                    + x @ layer.lora_A.weight.T @ layer.lora_B.weight.T)
 
 # %% [markdown]
 # **Exercise 2.** Half a byte per weight, rounded up, plus the block scales. Without double
@@ -88,11 +86,9 @@ def nf4_bytes(n_weights: int, blocksize: int = 64, double_quant: bool = True) ->
     return codes + 4 * blocks
 
 
-check_nf4_bytes(nf4_bytes)
 print(f"Llama-2-7B's linear layers: {nf4_bytes(6_476_005_376) / 2**30:.2f} GiB in NF4 with double quantization")
+check_nf4_bytes(nf4_bytes)
 
 # %%
-try:  # the 4-bit codes alone
-    check_nf4_bytes(lambda n, blocksize=64, double_quant=True: math.ceil(n / 2))
-except AssertionError as e:
-    print(e)
+# the 4-bit codes alone: a wrong answer, and what the check says of it
+check_nf4_bytes(lambda n, blocksize=64, double_quant=True: math.ceil(n / 2))

@@ -18,7 +18,7 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lora-lab/lora-lab/blob/main/notebooks/solutions/06_qlora_finetune_llama2_solutions.ipynb)
 #
-# Worked answers to the exercises of [notebook 06](../06_qlora_finetune_llama2.ipynb). Each answer is
+# Worked answers to the exercises of [notebook 06](https://github.com/lora-lab/lora-lab/blob/main/notebooks/06_qlora_finetune_llama2.ipynb). Each answer is
 # followed by the same check the notebook calls, and then by a typical wrong answer and what the check
 # says to it. Try the exercises yourself first.
 
@@ -45,7 +45,7 @@ if "google.colab" in sys.modules:
 import torch
 
 from lora_lab.env import versions
-from lora_lab.exercises import check_pad_token, check_temperature_probs, check_training_bytes
+from lora_lab.exercises import check_pad_token, check_sampling_probs, check_training_bytes
 
 versions()
 
@@ -63,27 +63,35 @@ def pad_token_for(tokenizer) -> str:
 check_pad_token(pad_token_for)
 
 # %%
-try:  # the classic recipe's choice
-    check_pad_token(lambda tokenizer: tokenizer.eos_token)
-except AssertionError as e:
-    print(e)
+# the classic recipe's choice: a wrong answer, and what the check says of it
+check_pad_token(lambda tokenizer: tokenizer.eos_token)
 
 # %% [markdown]
-# **Exercise 2.** Divide, then softmax. At T = 1 nothing changes; small T magnifies the gaps between
-# logits, large T shrinks them.
+# **Exercise 2.** Divide by T, then keep the k largest logits and set the rest to −∞, so that the softmax
+# gives them probability 0 and spreads the whole mass over the kept ones. (Top-k before or after the
+# division picks the same tokens: dividing by T > 0 keeps their order.)
 
 # %%
-def temperature_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    return torch.softmax(logits / temperature, dim=-1)
+def sampling_probs(logits: torch.Tensor, temperature: float, top_k: int | None = None) -> torch.Tensor:
+    scaled = logits / temperature
+    if top_k:
+        kth = scaled.topk(top_k).values[-1]  # the k-th largest logit
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    return torch.softmax(scaled, dim=-1)
 
 
-check_temperature_probs(temperature_probs)
+check_sampling_probs(sampling_probs)
 
 # %%
-try:  # multiplying turns the knob the wrong way
-    check_temperature_probs(lambda logits, t: torch.softmax(logits * t, dim=-1))
-except AssertionError as e:
-    print(e)
+# cutting the tail after the softmax, without renormalising: a wrong answer, and what the check says of it
+def cut_after_softmax(logits, temperature, top_k=None):
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_k:
+        probs = probs * (probs >= probs.topk(top_k).values[-1])
+    return probs
+
+
+check_sampling_probs(cut_after_softmax)
 
 # %% [markdown]
 # **Exercise 3.** Per trainable parameter: 4 bytes of weight, 4 of gradient, and the optimizer's state —
@@ -98,7 +106,5 @@ def training_bytes(n_trainable: int, optimizer: str = "adamw") -> int:
 check_training_bytes(training_bytes)
 
 # %%
-try:  # one moment only
-    check_training_bytes(lambda n, optimizer="adamw": 12 * n)
-except AssertionError as e:
-    print(e)
+# the gradients forgotten (4 + 8 bytes): a wrong answer, and what the check says of it
+check_training_bytes(lambda n, optimizer="adamw": 12 * n)
