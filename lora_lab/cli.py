@@ -16,6 +16,7 @@ import json
 import sys
 import typing
 
+from .config import ConfigError, check_settings, config_keys, read_settings_file
 from .finetune import (
     PROFILES,
     T4,
@@ -28,7 +29,7 @@ from .finetune import (
     plan,
     resolve_config,
 )
-from .hub import HubUnavailableError
+from .lora import ALL_LINEAR
 
 HELP = {  # the trailing comments of FinetuneConfig, shortened
     "model": "hub id or local folder ('none': the embedded tiny Llama)",
@@ -36,7 +37,8 @@ HELP = {  # the trailing comments of FinetuneConfig, shortened
     "quantization": "nf4 (QLoRA), fp4, or none (LoRA over a 16/32-bit base)",
     "double_quant": "quantize the 4-bit block scales to 8 bits",
     "precision": "auto, fp32, fp16 or bf16 (auto: fp32 on CPU, bf16 if the GPU has it, else fp16)",
-    "target_modules": "comma-separated layer names, e.g. q_proj,v_proj",
+    "target_modules": f"comma-separated layer names, e.g. q_proj,v_proj; or {ALL_LINEAR} (every linear layer "
+                      "but the output head)",
     "optim": "auto (paged_adamw_32bit on GPU, adamw_torch on CPU) or a transformers optimizer name",
     "max_steps": "optimizer steps; -1 trains num_train_epochs",
     "sample_prompts": "prompts answered before and after training, separated by '|'",
@@ -47,12 +49,20 @@ def _parse_list(sep: str):
     return lambda s: [x.strip() for x in s.split(sep) if x.strip()]
 
 
+def _parse_targets(s: str):
+    # "all-linear" is one value, as in LoraConfig and a settings file; anything else is a comma-separated list
+    return ALL_LINEAR if s.strip() == ALL_LINEAR else _parse_list(",")(s)
+
+
 def _optional_str(s: str):
     return None if s.lower() in ("none", "") else s
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One --flag per FinetuneConfig field; only the flags given override the profile."""
+    """One --flag per FinetuneConfig field; only the flags given override the profile.
+
+    Values stay text here: lora_lab.config checks them (and reads numbers) as it checks settings files.
+    """
     hints = typing.get_type_hints(FinetuneConfig)
     for f in dataclasses.fields(FinetuneConfig):
         if f.name == "profile":
@@ -61,12 +71,14 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         kw = dict(dest=f.name, default=argparse.SUPPRESS, help=HELP.get(f.name))
         if hint is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif f.name == "target_modules":
+            parser.add_argument(flag, type=_parse_targets, **kw)
         elif hint == list[str]:
             parser.add_argument(flag, type=_parse_list("|" if f.name == "sample_prompts" else ","), **kw)
-        elif hint in (int, float):
-            parser.add_argument(flag, type=hint, **kw)
+        elif type(None) in typing.get_args(hint):
+            parser.add_argument(flag, type=_optional_str, **kw)
         else:
-            parser.add_argument(flag, type=_optional_str if type(None) in typing.get_args(hint) else str, **kw)
+            parser.add_argument(flag, metavar=f.name.upper(), **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Predict a fine-tune's memory: weights, 4-bit constants, LoRA, gradients, "
                                      "optimizer state, activations.")
     for p in (ft, est):
-        p.add_argument("--profile", choices=list(PROFILES), default=None, help="starting settings (default: tiny)")
-        p.add_argument("--config", metavar="FILE", help="JSON object of settings (unknown keys are an error)")
+        p.add_argument("--profile", default=None, help=f"starting settings: {', '.join(PROFILES)} (default: tiny)")
+        p.add_argument("--config", metavar="FILE", help="settings file, JSON or YAML (unknown keys are an error; "
+                                                         "flags win over it)")
     ft.add_argument("--out", default="runs/finetune", help="folder for adapter/, loss_log.csv and metrics.json")
     ft.add_argument("--print-config", action="store_true", help="print the resolved settings and plan, then stop")
     ft.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -88,17 +101,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config_from(args) -> FinetuneConfig:
-    overrides = {}
+def _config_from(args) -> tuple[FinetuneConfig, dict]:
+    """The config from --profile, --config and the flags (flags win), and {key: text read as a number} from the file."""
+    from_file, coerced = {}, {}
+    profile = args.profile
     if args.config:
-        with open(args.config) as f:
-            overrides = json.load(f)
-        if not isinstance(overrides, dict):
-            raise ValueError(f"{args.config}: expected a JSON object of settings, got {type(overrides).__name__}")
-    profile = args.profile or overrides.pop("profile", None) or "tiny"
-    overrides.pop("profile", None)
-    overrides.update({k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(FinetuneConfig)}})
-    return resolve_config(profile, overrides)
+        from_file = read_settings_file(args.config)
+        try:
+            from_file, coerced = check_settings(from_file)
+        except ConfigError as err:
+            raise ConfigError(f"{args.config}: {err}") from None
+        profile = profile or from_file.get("profile")
+        from_file.pop("profile", None)
+    flags = {k: v for k, v in vars(args).items() if k in config_keys() and k != "profile"}
+    config = resolve_config(profile or "tiny", {**from_file, **flags})
+    coerced = {k: f"{v!r} read as {getattr(config, k)!r}" for k, v in coerced.items() if k not in flags}
+    return config, coerced
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         near = difflib.get_close_matches(extra[0].split("=")[0], flags, n=1)
         parser.error(f"unrecognized arguments: {' '.join(extra)}" + (f" (did you mean {near[0]}?)" if near else ""))
     try:
-        config = _config_from(args)
+        config, coerced = _config_from(args)
+        for key, note in coerced.items():
+            print(f"lora-lab: {args.config}: {key} {note}", file=sys.stderr)
         if args.command == "estimate":
             hardware = Hardware.detect()
             if hardware.device == "cpu" and needs_gpu(config):
@@ -124,10 +144,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{'fits' if estimate.fits(budget) else 'does NOT fit'} in {budget:.2f} GiB")
             return 0
         if args.print_config:
-            print(json.dumps({"config": dataclasses.asdict(config), "plan": plan(config)}, indent=2, default=str))
+            print(json.dumps({"config": dataclasses.asdict(config), "plan": plan(config), "coerced": coerced},
+                             indent=2, default=str))
             return 0
         finetune(config, out=args.out, progress=not args.no_progress)
-    except (ValueError, NoGPUError, HubUnavailableError, FileNotFoundError) as err:
+    except (ValueError, NoGPUError, OSError) as err:  # OSError: a missing file, the hub unreachable
         print(f"lora-lab: error: {err}", file=sys.stderr)
         return 2
     return 0

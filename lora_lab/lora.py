@@ -4,13 +4,17 @@ import dataclasses
 import itertools
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D  # GPT-2's linear layer, weight stored (in, out)
 
+from . import base4bit
+
 INIT_CHOICES = ("gaussian", "kaiming", True, False)
+ALL_LINEAR = "all-linear"  # every linear layer but the output head, as PEFT means it
 BIAS_CHOICES = ("none", "all", "lora_only")
 
 
@@ -135,8 +139,13 @@ class LoRALinear(nn.Module):
             self.merged = False
 
     def _add_to_base_weight(self, delta: torch.Tensor) -> None:
-        # the one place that writes the base weight: a subclass whose base is 4-bit overrides this
-        weight = self.base_layer.weight
+        # the one place that writes the base weight (QLoRALinear overrides it for its NF4Linear)
+        base = self.base_layer
+        if base4bit.is_4bit(base):  # dequantize, add, requantize: rounds part of ΔW away
+            warnings.warn(base4bit.DRIFT_WARNING, stacklevel=4)
+            base4bit.requantize_(base, base4bit.dequantized_weight(base) + delta.float())
+            return
+        weight = base.weight
         with torch.no_grad():
             weight += delta.to(weight.dtype)
 
@@ -149,21 +158,53 @@ def lora_layers(model: nn.Module) -> list[tuple[str, LoRALinear]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, LoRALinear)]
 
 
-def find_target_modules(model: nn.Module, config: LoraConfig) -> list[str]:
-    """Names of the modules inject_lora would wrap, with PEFT's matching rules."""
-    tm = config.target_modules
-    linear = [name for name, m in model.named_modules() if is_linear(m)]
-    if tm == "all-linear":  # every linear layer but the output head (it maps to the vocabulary)
-        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-        names = [n for n in linear if model.get_submodule(n) is not head]
-    elif isinstance(tm, str):  # a regex over the full module name
-        names = [n for n, _ in model.named_modules() if n and re.fullmatch(tm, n)]
-    else:  # a full name, or a suffix after a dot
-        names = [n for n, _ in model.named_modules() if n and (n in tm or any(n.endswith("." + t) for t in tm))]
-    if not names:
+def _entry_matches(name: str, entry: str) -> bool:
+    return name == entry or name.endswith("." + entry)  # a full name, or the part after a dot (PEFT's rule)
+
+
+def match_target_modules(names: list[str], target_modules, linear: list[str], heads=(), owner: str = "the model",
+                         nothing: str = "matched no module") -> list[str]:
+    """The names among `names` that `target_modules` selects, with PEFT's rules; every entry must select one.
+
+    target_modules: a list of names (a full module name, or the part after a dot), "all-linear" (every
+    name in `linear` but the output head), or any other string: a regex over full names (a string is
+    never split into a list); `heads`: the output head's names. Raises ValueError naming every entry that matches nothing, with the leaf
+    names of `linear`. Shared by inject_lora, the memory estimate and the fine-tune.
+    """
+    tm = sorted(target_modules) if isinstance(target_modules, (set, frozenset)) else target_modules
+    if tm == ALL_LINEAR:
+        chosen = [n for n in linear if n not in heads]
+        missing = [] if chosen else [tm]
+    elif isinstance(tm, str):
+        chosen = [n for n in names if re.fullmatch(tm, n)]
+        missing = [] if chosen else [tm]
+    elif isinstance(tm, (list, tuple)) and tm and all(isinstance(t, str) for t in tm):
+        chosen = [n for n in names if any(_entry_matches(n, t) for t in tm)]
+        missing = [t for t in tm if not any(_entry_matches(n, t) for n in names)]
+    else:
+        raise TypeError(f"target_modules={tm!r} is not accepted; give a non-empty list of module name suffixes, "
+                        f"a regex string, or {ALL_LINEAR!r}")
+    if missing:
+        which = "" if len(missing) == (1 if isinstance(tm, str) else len(tm)) else \
+            ": " + ", ".join(repr(t) for t in missing)
         leaves = sorted({n.rsplit(".", 1)[-1] for n in linear})
-        raise ValueError(f"target_modules={tm!r} matched no module of {type(model).__name__}; "
+        raise ValueError(f"target_modules={tm!r}{which} {nothing} of {owner}; "
                          f"its linear layers are named: {', '.join(leaves) or '(none)'}")
+    return chosen
+
+
+def find_target_modules(model: nn.Module, config) -> list[str]:
+    """Full names of the modules inject_lora would wrap: PEFT's matching rules, every entry checked.
+
+    config: a LoraConfig (lora_lab's or PEFT's) or its target_modules alone. Raises ValueError naming
+    every entry that matches no module, TypeError for a match that is not a linear layer.
+    """
+    tm = getattr(config, "target_modules", config)
+    named = [(n, m) for n, m in model.named_modules() if n]
+    linear = [n for n, m in named if is_linear(m)]
+    head_module = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    heads = {n for n, m in named if head_module is not None and m is head_module}
+    names = match_target_modules([n for n, _ in named], tm, linear, heads, type(model).__name__)
     for n in names:
         if not is_linear(model.get_submodule(n)):
             raise TypeError(f"target_modules={tm!r} matched {n!r}, a {type(model.get_submodule(n)).__name__}; "
@@ -207,25 +248,55 @@ def inject_lora(model: nn.Module, config: LoraConfig, layer_cls=LoRALinear) -> n
     return model
 
 
-def merge_lora(model: nn.Module, unload: bool = False) -> nn.Module:
-    """Fold every ΔW into its base weight; with unload=True also put the plain base layers back."""
+def _check_mergeable(name: str, layer: LoRALinear) -> None:
+    base = layer.base_layer
+    weight = getattr(base, "weight", None)
+    if type(layer)._add_to_base_weight is not LoRALinear._add_to_base_weight:  # a subclass writes its own base
+        return
+    if base4bit.is_4bit(base) or (isinstance(weight, torch.Tensor) and weight.is_floating_point()):
+        return
+    kind = weight.dtype if isinstance(weight, torch.Tensor) else type(weight).__name__
+    raise TypeError(f"cannot merge LoRA into {name!r}: its base is a {type(base).__name__} with a {kind} weight; "
+                    "lora_lab merges into nn.Linear, Conv1D, its NF4Linear and bitsandbytes' Linear4bit. "
+                    "Keep the adapter unmerged, or reload the base in full precision and merge there")
+
+
+def merge_lora(model: nn.Module, unload: bool = False, dequantize: bool = False) -> nn.Module:
+    """Fold every ΔW into its base weight; with unload=True also put the plain base layers back.
+
+    A 4-bit base (NF4Linear, bitsandbytes' Linear4bit) is dequantized, given ΔW and quantized again,
+    with a warning: that rounds part of ΔW away. dequantize=True is the exact alternative: every LoRA
+    layer becomes a plain nn.Linear holding dequant(W0) + ΔW in the base's original dtype (it
+    implies unload). Raises ValueError without LoRA layers, TypeError for a base it cannot write to
+    (before any layer changes).
+    """
     layers = lora_layers(model)
     if not layers:
         raise ValueError(f"model={type(model).__name__} has no LoRA layers to merge; call inject_lora first")
     for name, layer in layers:
+        _check_mergeable(name, layer)
+    for name, layer in layers:
+        if dequantize and base4bit.is_4bit(layer.base_layer):
+            w = base4bit.dequantized_weight(layer.base_layer)  # (out, in) fp32, W0 (+ ΔW if already merged)
+            if not layer.merged:
+                w = w + layer.get_delta_weight().float()
+            _set_submodule(model, name, base4bit.to_linear(layer.base_layer, w))
+            continue
         layer.merge()
-        if unload:
+        if unload or dequantize:
             _set_submodule(model, name, layer.base_layer)
-    if unload and hasattr(model, "lora_config"):
+    if (unload or dequantize) and hasattr(model, "lora_config"):
         del model.lora_config
     return model
 
 
 def unmerge_lora(model: nn.Module) -> nn.Module:
-    """Subtract every merged ΔW from its base weight again."""
+    """Subtract every merged ΔW from its base weight again (a 4-bit base is requantized: not its old codes)."""
     layers = lora_layers(model)
     if not layers:
         raise ValueError(f"model={type(model).__name__} has no LoRA layers to unmerge; was it unloaded?")
+    for name, layer in layers:
+        _check_mergeable(name, layer)
     for _, layer in layers:
         layer.unmerge()
     return model

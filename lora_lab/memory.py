@@ -84,13 +84,14 @@ def _spec(lora) -> tuple[int, list[str] | str, float]:
     return int(get("r")), targets, float(get("lora_dropout", 0.0) or 0.0)
 
 
-def _is_target(name: str, targets: list[str] | str, head: bool) -> bool:
-    if targets == "all-linear":
-        return not head
-    if isinstance(targets, str):
-        import re
-        return re.fullmatch(targets, name) is not None
-    return name in targets or any(name.endswith("." + t) for t in targets)
+def _adapted(linears: list[tuple[str, int, int, bool]], targets, owner: str) -> list[tuple[str, int, int]]:
+    """(name, in, out) of the linear layers `targets` selects: lora_lab.lora's rules, every entry checked."""
+    from .lora import match_target_modules
+
+    names = [n for n, *_ in linears]
+    heads = {n for n, _, _, head in linears if head}
+    chosen = set(match_target_modules(names, targets, names, heads, owner, nothing="matches no linear layer"))
+    return [(n, i, o) for n, i, o, _ in linears if n in chosen]
 
 
 def _linear_layers(model: nn.Module) -> list[tuple[str, int, int, bool]]:
@@ -139,9 +140,7 @@ def estimate_memory(model_config, quant: str | None = "nf4", double_quant: bool 
             blocks = math.ceil(i * o / blocksize)
             # double quantization: 8-bit absmax, plus one fp32 scale per 256 of them and one fp32 offset
             constants += blocks + 4 * math.ceil(blocks / 256) + 4 if double_quant else 4 * blocks
-    adapted = [(n, i, o) for n, i, o, head in linears if _is_target(n, targets, head)]
-    if not adapted:
-        raise ValueError(f"target_modules={targets!r} matches no linear layer of {type(model).__name__}")
+    adapted = _adapted(linears, targets, type(model).__name__)  # ValueError naming each entry that matches nothing
     lora_params = sum(r * (i + o) for _, i, o in adapted)
     state_bytes = 0 if optimizer.startswith("sgd") else 2 if "8bit" in optimizer else 8
 

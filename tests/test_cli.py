@@ -44,6 +44,91 @@ def test_a_config_file_with_an_unknown_key_is_refused(tmp_path, capsys):
     assert (config["lora_r"], config["max_steps"]) == (4, 5)  # flags win over the file
 
 
+@pytest.fixture
+def nothing_loads(monkeypatch):
+    """Fail the test if a model or dataset starts loading."""
+    def boom(*a, **k):
+        raise AssertionError("a model or dataset was loaded before the settings were checked")
+    for name in ("load_for_training", "load_instruction_dataset"):
+        monkeypatch.setattr(f"lora_lab.finetune.{name}", boom)
+
+
+def test_numbers_written_as_text_in_a_config_file_are_read_and_reported(tmp_path, capsys):
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"learning_rate": "2e-4", "max_steps": "20", "lora_r": 8}))
+    assert main(["finetune", "--config", str(path), "--print-config"]) == 0
+    out, err = capsys.readouterr()
+    shown = json.loads(out)
+    assert (shown["config"]["learning_rate"], shown["config"]["max_steps"]) == (2e-4, 20)
+    assert shown["coerced"] == {"learning_rate": "'2e-4' read as 0.0002", "max_steps": "'20' read as 20"}
+    assert f"lora-lab: {path}: learning_rate '2e-4' read as 0.0002" in err
+
+
+def test_a_yaml_config_file_reads_like_json(tmp_path, capsys):
+    path = tmp_path / "settings.yaml"
+    path.write_text("profile: tiny\nlearning_rate: 1.0e-4\ntarget_modules: all-linear\ndouble_quant: no\n")
+    assert main(["finetune", "--config", str(path), "--print-config"]) == 0
+    config = json.loads(capsys.readouterr().out)["config"]
+    assert (config["profile"], config["learning_rate"], config["double_quant"]) == ("tiny", 1e-4, False)
+    assert config["target_modules"] == "all-linear"  # one value, never a list of letters
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"learning_rate": "fast"}, "learning_rate='fast' is not accepted; learning_rate takes a number > 0"),
+    ({"lora_r": 8.5}, "lora_r=8.5 is not accepted; lora_r takes an integer >= 1, not a float"),
+    ({"double_quant": "false"}, "double_quant='false' is not accepted; double_quant takes true or false"),
+    ({"target_modules": ["all-linear"]}, "'all-linear' stands alone"),
+    ({"sample_prompts": "Hi?"}, "a single string is never split"),
+    ({"profile": "llama2"}, "profile='llama2' is not accepted; profile takes one of ('tiny', 'llama2-7b-t4')"),
+])
+def test_a_bad_value_in_a_config_file_stops_before_anything_loads(tmp_path, capsys, nothing_loads, settings, words):
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(settings))
+    for extra in ([], ["--print-config"]):
+        assert main(["finetune", "--config", str(path), "--out", str(tmp_path / "run"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"lora-lab: error: {path}: ") and words in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("--lora-r", "abc", "lora_r='abc' is not accepted; lora_r takes an integer >= 1"),
+    ("--learning-rate=-1e-4", None, "learning_rate='-1e-4' is not accepted; learning_rate takes a number > 0"),
+    ("--lora-dropout", "1.5", "lora_dropout='1.5' is not accepted; lora_dropout takes a number in [0, 1)"),
+    ("--max-steps", "0", "max_steps='0' is not accepted; max_steps takes an integer >= 1, or -1"),
+    ("--seed", "-3", "seed='-3' is not accepted; seed takes an integer in [0, 2**32)"),
+    ("--optim", "adam", "optim='adam' is not accepted; optim takes one of ('auto', 'adamw_torch'"),
+    ("--lr-scheduler-type", "cosin", "lr_scheduler_type='cosin' is not accepted"),
+    ("--quantization", "int8", "quantization='int8' is not accepted; quantization takes one of ('nf4', 'fp4', 'none')"),
+    ("--target-modules", ",", "target_modules=[] is not accepted"),
+    ("--profile", "llama", "profile='llama' is not accepted"),
+])
+def test_a_bad_flag_value_gets_the_same_check(capsys, nothing_loads, flag, value, words):
+    assert main(["finetune", flag] + ([value] if value is not None else [])) == 2
+    assert capsys.readouterr().err.startswith(f"lora-lab: error: {words}")
+
+
+def test_a_target_that_matches_nothing_stops_finetune_and_estimate(tmp_path, capsys, nothing_loads):
+    want = ("target_modules=['q_proj', 'v_porj']: 'v_porj' {} of LlamaForCausalLM; its linear layers are named: "
+            "down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj")
+    assert main(["finetune", "--target-modules", "q_proj,v_porj", "--max-steps", "1", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == "lora-lab: error: " + want.format("matched no module") + "\n"
+    assert not (tmp_path / "r").exists()
+    assert main(["estimate", "--target-modules", "q_proj,v_porj"]) == 2
+    assert capsys.readouterr().err == "lora-lab: error: " + want.format("matches no linear layer") + "\n"
+
+
+def test_all_linear_means_the_seven_projections_in_flags_and_files(tmp_path, capsys):
+    assert main(["estimate"]) == 0  # the tiny profile's default: the seven projections by name
+    seven = capsys.readouterr().out
+    assert main(["estimate", "--target-modules", "all-linear"]) == 0
+    assert capsys.readouterr().out == seven
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"target_modules": "all-linear"}))
+    assert main(["estimate", "--config", str(path)]) == 0
+    assert capsys.readouterr().out == seven
+
+
 def test_7b_without_gpu_and_hub_offline_fail_clearly(capsys):
     assert main(["finetune", "--profile", "llama2-7b-t4"]) == 2
     err = capsys.readouterr().err

@@ -1,6 +1,7 @@
 """lora_lab.finetune: one short tiny run (shared by the tests below), the traps it guards against, and the
 7B path as far as it goes without weights or a GPU."""
 
+import copy
 import dataclasses
 import json
 import time
@@ -8,7 +9,7 @@ import time
 import pytest
 import torch
 
-from lora_lab import load_instruction_dataset
+from lora_lab import load_instruction_dataset, merge_lora
 from lora_lab.evaluate import generate_answers
 from lora_lab.finetune import (
     PROFILES,
@@ -27,8 +28,9 @@ from lora_lab.finetune import (
     sft_kwargs,
 )
 from lora_lab.hub import HubUnavailableError
+from lora_lab.lora import lora_layers
 from lora_lab.models import HUB_MODEL, describe_quantization, load_tokenizer
-from lora_lab.paths import EMBEDDED_MODEL
+from lora_lab.paths import EMBEDDED_DATASET, EMBEDDED_MODEL
 from lora_lab.tasks import parse_llama2
 
 STEPS = 300  # the tiny profile's default: `lora-lab finetune` as a learner runs it, about 40 s here
@@ -40,6 +42,16 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("qlora")
     result = finetune(resolve_config("tiny"), out=out, progress=False, log=lambda *a: None)
     return out, result
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """The embedded data cut to 64 training and 16 held-out rows: for runs that test the plumbing, not the lift."""
+    folder = tmp_path_factory.mktemp("small-data")
+    for split, n in (("train", 64), ("eval", 16)):
+        lines = (EMBEDDED_DATASET / f"{split}.jsonl").read_text().splitlines()[:n]
+        (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +107,23 @@ def test_reloaded_adapter_reproduces_the_fine_tuned_answers(run, loader):
     want = generate_answers(result.model, result.tokenizer, prompts)
     model, tok = load_trained(out, loader=loader)
     assert generate_answers(model, tok, prompts) == want
+
+
+def test_the_kits_4bit_reload_merges_as_notebook_05_teaches(run):
+    out, _ = run
+    model, tok = load_trained(out, loader="lora_lab")  # LoRALinear over bitsandbytes' Linear4bit
+    prompts = [parse_llama2(t)[0] for t in load_instruction_dataset(split="eval")["text"][:32]]
+    ids = tok(prompts[:8], add_special_tokens=False, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        want, answers = model(**ids).logits, generate_answers(model, tok, prompts)
+        exact = merge_lora(copy.deepcopy(model), dequantize=True)  # W0 + ΔW in fp32: no second rounding
+        assert describe_quantization(exact)["quantized_layers"] == 0
+        assert (exact(**ids).logits - want).abs().max() < 1e-4  # fp32 sums in another order
+        assert generate_answers(exact, tok, prompts) == answers
+        with pytest.warns(UserWarning, match="rounded away"):
+            requant = merge_lora(model, unload=True)  # dequantize, add, requantize
+        assert describe_quantization(requant)["quantized_layers"] == 28 and not lora_layers(requant)
+        assert (requant(**ids).logits - want).abs().max() > 1e-3  # really rounded: the drift notebook 05 measures
 
 
 def test_lora_weights_train_in_fp32(run):
@@ -187,8 +216,36 @@ def test_every_setting_can_be_overridden_and_unknown_keys_are_refused():
         resolve_config("llama2")
     with pytest.raises(ValueError, match="quantization='int8'"):
         resolve_config("tiny", quantization="int8")
-    with pytest.raises(ValueError, match="lora_r"):
-        resolve_config("tiny", lora_r="8")
+    with pytest.raises(ValueError, match="lora_r='8.5' is not accepted; lora_r takes an integer >= 1"):
+        resolve_config("tiny", lora_r="8.5")
+    assert resolve_config("tiny", lora_r="8").lora_r == 8  # text read as a number, as a flag is (tests/test_config.py)
+
+
+def test_bad_settings_stop_finetune_before_anything_loads(monkeypatch, tmp_path):
+    def boom(*a, **k):
+        raise AssertionError("loaded before the settings were checked")
+    monkeypatch.setattr("lora_lab.finetune.load_for_training", boom)
+    monkeypatch.setattr("lora_lab.finetune.load_instruction_dataset", boom)
+    with pytest.raises(ValueError, match=r"'v_porj' matched no module of LlamaForCausalLM; its linear layers are named"):
+        finetune(resolve_config("tiny", target_modules=["q_proj", "v_porj"]), out=tmp_path, log=lambda *a: None)
+    changed = resolve_config("tiny")
+    changed.learning_rate = "fast"  # set after the config was checked
+    with pytest.raises(ValueError, match="learning_rate='fast' is not accepted"):
+        finetune(changed, out=tmp_path, log=lambda *a: None)
+    with pytest.raises(TypeError, match="pass a FinetuneConfig"):
+        finetune({"lora_r": 8}, out=tmp_path, log=lambda *a: None)
+    assert not any(tmp_path.iterdir())
+
+
+def test_all_linear_through_trl_wraps_the_seven_projections_and_saves_them(tmp_path, small_data):
+    config = resolve_config("tiny", target_modules="all-linear", dataset=str(small_data), max_steps=1,
+                            per_device_train_batch_size=8, max_new_tokens=2)
+    result = finetune(config, out=tmp_path, progress=False, log=lambda *a: None)
+    assert result.metrics["trainable_params"] == 233_472 and result.metrics["config"]["target_modules"] == "all-linear"
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["target_modules"]
+    assert sorted(saved) == sorted(FinetuneConfig().target_modules)
+    model, _ = load_trained(tmp_path, loader="lora_lab")
+    assert len(lora_layers(model)) == 28
 
 
 def test_precision_and_optimizer_follow_the_hardware():

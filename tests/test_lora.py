@@ -22,6 +22,9 @@ from transformers.pytorch_utils import Conv1D
 
 import lora_lab
 from lora_lab import LoraConfig, LoRALinear, count_parameters, inject_lora, merge_lora, unmerge_lora
+from lora_lab.lora import find_target_modules
+from lora_lab.memory import estimate_memory
+from lora_lab.qlora import quantize_model
 
 
 def tiny(arch: str) -> nn.Module:
@@ -102,6 +105,44 @@ def test_target_modules_that_match_nothing_list_the_linear_layers():
     msg = str(err.value)
     assert "target_modules=['q_proj', 'v_proj']" in msg
     assert "c_attn, c_fc, c_proj, lm_head" in msg
+
+
+@pytest.mark.parametrize("targets, missing", [
+    (["q_proj", "v_porj"], "'v_porj'"),                        # one typo beside a match: not dropped in silence
+    (["q_proj", "v_porj", "dense"], "'v_porj', 'dense'"),      # every entry that matches nothing is named
+    (("q_proj", "self_attn.v_porj"), "'self_attn.v_porj'"),
+])
+def test_every_target_entry_that_matches_nothing_is_named(targets, missing):
+    model = tiny("llama")
+    with pytest.raises(ValueError) as err:
+        inject_lora(model, LoraConfig(target_modules=list(targets)))
+    assert str(err.value) == (f"target_modules={list(targets)!r}: {missing} matched no module of LlamaForCausalLM; "
+                              "its linear layers are named: down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, "
+                              "up_proj, v_proj")
+    assert not any(isinstance(m, LoRALinear) for m in model.modules())
+
+
+def test_a_string_is_never_split_into_letters():
+    model = tiny("llama")
+    with pytest.raises(ValueError, match=r"target_modules='q_proj' matched no module"):  # a regex over full names
+        find_target_modules(model, "q_proj")
+    assert find_target_modules(model, r".*\.q_proj") == find_target_modules(model, ["q_proj"])
+    assert find_target_modules(model, {"v_proj", "q_proj"}) == find_target_modules(model, ["q_proj", "v_proj"])
+    assert len(find_target_modules(model, "all-linear")) == 2 * 7  # every projection, not the lm_head
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_all_linear_selects_the_same_layers_for_inject_lora_the_estimate_and_peft(arch):
+    model = tiny(arch)
+    ours = find_target_modules(model, "all-linear")
+    theirs = peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(r=2, target_modules="all-linear"))
+    assert sorted(ours) == sorted(n.removeprefix("base_model.model.") for n, m in theirs.named_modules()
+                                  if isinstance(m, PeftLinear) or type(m).__name__ == "Linear" and hasattr(m, "lora_A"))
+    if arch == "llama":
+        est = estimate_memory(model, lora={"r": 2, "target_modules": "all-linear"})
+        assert est.lora_params == count_parameters(inject_lora(model, LoraConfig(r=2, target_modules="all-linear")))[0]
+        with pytest.raises(ValueError, match=r"'v_porj' matches no linear layer of LlamaForCausalLM; its linear"):
+            estimate_memory(model, lora={"r": 2, "target_modules": ["q_proj", "v_porj"]})
 
 
 def test_targeting_a_non_linear_module_is_a_type_error():
@@ -303,6 +344,115 @@ def test_merge_unmerge_and_unload(arch, targets):
         torch.testing.assert_close(p, q, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="no LoRA layers"):
         unmerge_lora(plain)
+
+
+# ---- merging into every base the kit produces ----------------------------------------------
+
+def linear4bit(lin: nn.Linear):
+    """bitsandbytes' Linear4bit (NF4, double quantization) holding `lin`'s weights, as transformers loads them."""
+    import bitsandbytes as bnb
+
+    l4 = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=lin.bias is not None,
+                           compute_dtype=torch.float32, compress_statistics=True, quant_type="nf4")
+    l4.load_state_dict(lin.state_dict())
+    return l4.to("cpu")  # bitsandbytes quantizes here
+
+
+def mlp4bit(kind: str) -> nn.Module:
+    torch.manual_seed(0)  # in_features are multiples of 64: bitsandbytes' CPU kernels are exact there
+    net = nn.Sequential(nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 32))
+    if kind == "bnb":
+        net[0], net[2] = linear4bit(net[0]), linear4bit(net[2])
+    else:
+        quantize_model(net, skip=())  # lora_lab's NF4Linear, under a plain LoRALinear
+    return inject_lora(net, LoraConfig(r=4, lora_alpha=8, target_modules=["0", "2"], init_lora_weights=False))
+
+
+X128 = torch.randn(3, 128, generator=torch.Generator().manual_seed(2))
+
+
+@pytest.mark.parametrize("kind", ["bnb", "nf4"])
+def test_merge_into_a_4bit_base_requantizes_with_a_warning_and_dequantize_is_exact(kind):
+    model = mlp4bit(kind)
+    with torch.no_grad():
+        want = model(X128)
+        requant = copy.deepcopy(model)
+        with pytest.warns(UserWarning, match="rounded away.*merge_lora\\(model, unload=True, dequantize=True\\)"):
+            merge_lora(requant, unload=True)
+        assert type(requant[0]) is type(model[0].base_layer)  # still 4-bit, W0 + ΔW rounded again
+        drift = (requant(X128) - want).abs().mean()
+        assert 0 < drift < 0.25 * want.abs().mean()  # one more 4-bit rounding: measured ~12% with this large ΔW
+        exact = merge_lora(copy.deepcopy(model), dequantize=True)
+        assert [type(m) for m in exact] == [nn.Linear, nn.ReLU, nn.Linear] and not hasattr(exact, "lora_config")
+        assert exact[0].weight.dtype == torch.float32 and exact[0].bias is not None
+        torch.testing.assert_close(exact(X128), want, atol=1e-5, rtol=1e-5)
+        with pytest.warns(UserWarning, match="rounded away"):
+            merge_lora(model)
+            unmerge_lora(model)
+        assert (model(X128) - want).abs().mean() < 0.5 * want.abs().mean()  # back, up to two roundings
+
+
+def test_merge_into_bitsandbytes_linear4bit_matches_pefts():
+    import bitsandbytes as bnb
+
+    torch.manual_seed(0)
+    lin = nn.Linear(128, 64)
+    ours = inject_lora(nn.Sequential(linear4bit(lin)), LoraConfig(r=4, lora_alpha=8, target_modules=["0"],
+                                                                   init_lora_weights=False))
+    net = nn.Sequential(linear4bit(lin))
+    net.is_loaded_in_4bit = True  # what transformers sets; PEFT then wraps the layer in its bitsandbytes LoRA layer
+    theirs = peft.get_peft_model(net, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["0"]))
+    with torch.no_grad():
+        theirs.base_model.model[0].lora_A["default"].weight.copy_(ours[0].lora_A.weight)
+        theirs.base_model.model[0].lora_B["default"].weight.copy_(ours[0].lora_B.weight)
+    with pytest.warns(UserWarning):
+        merged_ours, merged_theirs = merge_lora(ours, unload=True), theirs.merge_and_unload()
+    assert isinstance(merged_ours[0], bnb.nn.Linear4bit)
+    assert torch.equal(merged_ours[0].weight.data, merged_theirs[0].weight.data)  # the same 4-bit codes
+    torch.testing.assert_close(merged_ours(X128), merged_theirs(X128), atol=0, rtol=0)
+
+
+def test_merge_after_an_eval_forward_on_a_cpu_that_repacks_4bit_weights():
+    # bitsandbytes 0.50 repacks a Linear4bit for its AVX512-BF16 CPU kernel on the first no-grad eval
+    # forward (block scales cast to bf16); merging must read the weights back from that layout too
+    model = mlp4bit("bnb")
+    with torch.no_grad():
+        want = model(X128)  # training mode: never repacked
+        model.eval()(X128)  # repacks, on CPUs with AVX512-BF16 only
+        exact = merge_lora(copy.deepcopy(model), dequantize=True)
+        # bf16 block scales hold 8 significant bits: outputs move by up to ~0.2% (measured 0.11% of the
+        # largest output); a wrong layout would be off by the whole weight
+        torch.testing.assert_close(exact(X128), want, atol=5e-3 * want.abs().max().item(), rtol=0)
+
+
+def test_a_base_it_cannot_write_is_refused_before_anything_changes():
+    class Int8Like(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.in_features, self.out_features = 8, 8
+            self.weight = nn.Parameter(torch.ones(8, 8, dtype=torch.int8), requires_grad=False)
+
+        def forward(self, x):
+            return x @ self.weight.float().T
+
+    model = inject_lora(nn.Sequential(nn.Linear(8, 8), Int8Like()), LoraConfig(r=2, target_modules=["0", "1"],
+                                                                               init_lora_weights=False))
+    w0 = model[0].base_layer.weight.clone()
+    for call in (lambda: merge_lora(model), lambda: merge_lora(model, dequantize=True), lambda: unmerge_lora(model)):
+        with pytest.raises(TypeError, match="cannot merge LoRA into '1': its base is a Int8Like with a torch.int8 "
+                                            "weight; lora_lab merges into nn.Linear, Conv1D, its NF4Linear and "
+                                            "bitsandbytes' Linear4bit"):
+            call()
+        assert torch.equal(model[0].base_layer.weight, w0) and not model[0].merged
+
+
+def test_dequantize_on_a_full_precision_base_is_merge_and_unload():
+    base, ours, _ = pair("gpt2", ["c_attn"])  # Conv1D: weight stored (in, out)
+    plain = merge_lora(copy.deepcopy(ours), unload=True)
+    again = merge_lora(copy.deepcopy(ours), dequantize=True)
+    assert [type(m) for m in again.modules()] == [type(m) for m in base.modules()]
+    for p, q in zip(plain.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(p, q)
 
 
 def test_freezes_everything_but_lora():
