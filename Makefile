@@ -47,9 +47,9 @@ test: $(STAMP)
 
 test-matrix: $(STAMP)
 	@own=$$($(BIN)/python -c "import torch; print(torch.backends.cpu.get_cpu_capability())"); \
-	alt=$$(case $$own in AVX512) echo avx2;; DEFAULT) echo;; *) echo default;; esac); \
-	if [ -z "$$alt" ]; then echo "CPU matrix: torch already runs its plain kernels here; nothing else to try"; \
-	else echo "CPU matrix: this machine runs torch's $$own kernels; the notebooks again under ATEN_CPU_CAPABILITY=$$alt"; \
+	alt=$$($(BIN)/python tests/cpu_matrix.py); \
+	if [ -z "$$alt" ]; then echo "CPU matrix: no other torch CPU kernel set to try on this machine"; \
+	else echo "CPU matrix: this run uses torch's $$own kernels; the notebooks again under ATEN_CPU_CAPABILITY=$$alt"; \
 	ATEN_CPU_CAPABILITY=$$alt $(PYTEST) $(NBVAL) $(MATRIX) $(PYTEST_ARGS); fi
 
 # After editing a notebook's paired .py (or .ipynb): sync the pair, then re-run it to store outputs.

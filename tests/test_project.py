@@ -117,3 +117,16 @@ def test_every_subpackage_ships():
                    for p in (ROOT / "lora_lab").rglob("__init__.py"))
     assert sorted(set(setuptools["packages"]) - {"lora_lab.embedded"}) == found
     assert setuptools["package-dir"] == {"lora_lab.embedded": "data"}
+
+
+def test_the_cpu_matrix_always_tries_another_kernel_set():
+    from cpu_matrix import other_capability
+
+    assert other_capability("AVX512", "flags: avx2 avx512f") == "avx2"
+    assert other_capability("AVX2", "flags: avx2") == "default"
+    assert other_capability("DEFAULT", "flags: sse4_2 avx2 fma") == "avx2"  # a run forced to the plain kernels
+    assert other_capability("DEFAULT", "") == ""  # nothing else on this CPU
+    assert other_capability("SVE256", "") == "default"
+    make = (ROOT / "Makefile").read_text()
+    assert "tests/cpu_matrix.py" in make and "ATEN_CPU_CAPABILITY=$$alt" in make
+    assert "$(MAKE) --no-print-directory test-matrix" in make.split("test: $(STAMP)")[1].split("\n\n")[0]
