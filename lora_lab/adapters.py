@@ -6,7 +6,7 @@ import os
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from .lora import LoraConfig, _set_submodule, inject_lora, lora_layers
@@ -42,9 +42,18 @@ def _config_of(model: nn.Module) -> LoraConfig:
     return config
 
 
-def save_adapter(model: nn.Module, path: str | os.PathLike) -> None:
-    """Write the model's LoRA weights and config to folder `path`, loadable by peft.PeftModel.from_pretrained."""
+def save_adapter(model: nn.Module, path: str | os.PathLike, overwrite: bool = False) -> None:
+    """Write the model's LoRA weights and config to folder `path`, loadable by peft.PeftModel.from_pretrained.
+
+    An adapter already in `path` is refused (FileExistsError) unless overwrite=True. Each file is
+    written under a temporary name and renamed into place, weights first and the config last, so a
+    crash never leaves a file that loads as if complete.
+    """
     config, layers = _config_of(model), lora_layers(model)
+    there = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if os.path.exists(os.path.join(path, name))]
+    if there and not overwrite:
+        raise FileExistsError(f"path={str(path)!r} already holds an adapter ({', '.join(there)}); nothing was "
+                              "written. Choose another folder, or pass overwrite=True to replace it")
     target_modules = config.target_modules
     if target_modules == "all-linear":  # PEFT saves the resolved names too
         target_modules = [name for name, _ in layers]
@@ -64,10 +73,20 @@ def save_adapter(model: nn.Module, path: str | os.PathLike) -> None:
         "inference_mode": True,
     }
     os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, CONFIG_NAME), "w") as f:
-        json.dump(peft_config, f, indent=2)
+    if CONFIG_NAME in there:  # the old config goes first: a crash below leaves no adapter that looks complete
+        os.remove(os.path.join(path, CONFIG_NAME))
     tensors = {k: v.detach().contiguous() for k, v in adapter_state_dict(model).items()}
-    save_file(tensors, os.path.join(path, WEIGHTS_NAME), metadata={"format": "pt"})
+    _write_then_rename(os.path.join(path, WEIGHTS_NAME), save(tensors, metadata={"format": "pt"}))
+    _write_then_rename(os.path.join(path, CONFIG_NAME), json.dumps(peft_config, indent=2).encode())
+
+
+def _write_then_rename(file: str, data: bytes) -> None:
+    tmp = os.path.join(os.path.dirname(file), f".{os.path.basename(file)}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, file)
 
 
 def read_adapter_config(path: str | os.PathLike) -> LoraConfig:

@@ -3,6 +3,7 @@
     lora-lab finetune                                   # tiny profile: embedded model and data, CPU, minutes
     lora-lab finetune --profile llama2-7b-t4            # Llama-2-7b-chat on guanaco-llama2-1k, Colab T4
     lora-lab finetune --lora-r 8 --learning-rate 1e-3   # any setting of lora_lab.finetune.FinetuneConfig
+    lora-lab finetune --out runs/r8 --resume            # continue an interrupted run from its last checkpoint
     lora-lab estimate --profile llama2-7b-t4            # the memory estimate alone
     accelerate launch --num_processes 2 -m lora_lab finetune ...   # data parallel, one process per GPU
 """
@@ -16,6 +17,7 @@ import json
 import sys
 import typing
 
+from . import runs
 from .config import ConfigError, check_settings, config_keys, read_settings_file
 from .finetune import (
     PROFILES,
@@ -93,7 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--profile", default=None, help=f"starting settings: {', '.join(PROFILES)} (default: tiny)")
         p.add_argument("--config", metavar="FILE", help="settings file, JSON or YAML (unknown keys are an error; "
                                                          "flags win over it)")
-    ft.add_argument("--out", default="runs/finetune", help="folder for adapter/, loss_log.csv and metrics.json")
+    ft.add_argument("--out", default="runs/finetune", help="folder for adapter/, loss_log.csv, metrics.json, "
+                                                           "checkpoints/ and run.json")
+    again = ft.add_mutually_exclusive_group()
+    again.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    again.add_argument("--resume", action="store_true", help="continue the unfinished run in --out from its last "
+                                                             "checkpoint, with its own settings")
     ft.add_argument("--print-config", action="store_true", help="print the resolved settings and plan, then stop")
     ft.add_argument("--no-progress", action="store_true", help="no progress bar")
     for p in (ft, est):
@@ -114,7 +121,13 @@ def _config_from(args) -> tuple[FinetuneConfig, dict]:
         profile = profile or from_file.get("profile")
         from_file.pop("profile", None)
     flags = {k: v for k, v in vars(args).items() if k in config_keys() and k != "profile"}
-    config = resolve_config(profile or "tiny", {**from_file, **flags})
+    saved = {}
+    if getattr(args, "resume", False):  # the run's own settings, under whatever the command line gives again
+        record = runs.read_record(args.out)
+        saved = dict((record or {}).get("config") or {})
+        profile = profile or saved.pop("profile", None)
+        saved.pop("profile", None)
+    config = resolve_config(profile or "tiny", {**saved, **from_file, **flags})
     coerced = {k: f"{v!r} read as {getattr(config, k)!r}" for k, v in coerced.items() if k not in flags}
     return config, coerced
 
@@ -125,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:  # a misspelt setting must stop the run, never be ignored
         flags = ["--" + f.name.replace("_", "-") for f in dataclasses.fields(FinetuneConfig)]
-        flags += ["--out", "--config", "--print-config", "--no-progress"]
+        flags += ["--out", "--config", "--print-config", "--no-progress", "--overwrite", "--resume"]
         near = difflib.get_close_matches(extra[0].split("=")[0], flags, n=1)
         parser.error(f"unrecognized arguments: {' '.join(extra)}" + (f" (did you mean {near[0]}?)" if near else ""))
     try:
@@ -147,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"config": dataclasses.asdict(config), "plan": plan(config), "coerced": coerced},
                              indent=2, default=str))
             return 0
-        finetune(config, out=args.out, progress=not args.no_progress)
+        finetune(config, out=args.out, progress=not args.no_progress, overwrite=args.overwrite, resume=args.resume)
     except (ValueError, NoGPUError, OSError) as err:  # OSError: a missing file, the hub unreachable
         print(f"lora-lab: error: {err}", file=sys.stderr)
         return 2

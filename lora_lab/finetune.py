@@ -8,16 +8,17 @@ traps that recipe's users hit; each is named where it is handled.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from . import runs
 from .config import (  # noqa: F401  (the settings' names, importable from here as before)
     PRECISIONS,
     PROFILES,
@@ -28,11 +29,9 @@ from .config import (  # noqa: F401  (the settings' names, importable from here 
     resolve_config,
 )
 from .data import load_instruction_dataset
-from .evaluate import evaluate, generate_answers
 from .hub import is_local, require_hub
 from .memory import current_memory_mb, peak_memory_mb
 from .models import bnb_4bit_config, describe_quantization, load_base_model, load_tokenizer
-from .paths import EMBEDDED_DATASET
 from .plan import (  # noqa: F401  (importable from here as before)
     DTYPES,
     T4,
@@ -45,71 +44,8 @@ from .plan import (  # noqa: F401  (importable from here as before)
     sft_kwargs,
     target_layers,
 )
-from .tasks import format_llama2, parse_llama2
-
-# ----------------------------------------------------------------------------- tokenizer and data
-
-
-def prepare_tokenizer(tokenizer, model=None):
-    """Right padding, and a pad token that is not the EOS token (the model must learn to stop)."""
-    # pad = eos (the classic recipe) hides every EOS wherever padding is masked by token id, so the
-    # model never learns to end its answer (trl#1623). Llama-2 has an <unk> token to pad with.
-    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        if tokenizer.unk_token is None or tokenizer.unk_token_id == tokenizer.eos_token_id:
-            raise ValueError("the tokenizer has no pad token distinct from EOS, and no <unk> to pad with")
-        tokenizer.pad_token = tokenizer.unk_token
-    tokenizer.padding_side = "right"  # left padding in training gave zero loss on Llama-2 (trl#550)
-    if model is not None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-        if model.generation_config is not None:
-            model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return tokenizer
-
-
-def sft_dataset(tokenizer, texts: list[str], max_length: int, completion_only_loss: bool = True):
-    """Rows tokenized as lora_lab.evaluate tokenizes prompts, with labels; SFTTrainer trains on them as they are.
-
-    Every row already starts with `<s>`. TRL tokenizes a `text` row with the tokenizer's defaults,
-    which add a second `<s>` (a double BOS the model never sees at inference), so the kit tokenizes
-    with add_special_tokens=False itself; a dataset with `input_ids` is used by SFTTrainer unchanged.
-    """
-    from datasets import Dataset
-
-    ids, labels = [], []
-    for text in texts:
-        row = tokenizer(text, add_special_tokens=False).input_ids[:max_length]
-        label = list(row)
-        if completion_only_loss:
-            head = tokenizer(format_llama2(parse_llama2(text)[0]), add_special_tokens=False).input_ids
-            n = 0  # the prompt's tokens: where the row and the prompt alone agree
-            while n < min(len(head), len(row)) and head[n] == row[n]:
-                n += 1
-            label[:n] = [-100] * n
-        ids.append(row)
-        labels.append(label)
-    return Dataset.from_dict({"text": list(texts), "input_ids": ids, "labels": labels})
-
-
-def _eval_rows(config: FinetuneConfig):
-    """The held-out split, where the dataset has one (the embedded data, or a local folder with eval.jsonl)."""
-    source = EMBEDDED_DATASET if config.dataset is None else Path(config.dataset).expanduser()
-    if is_local(source) and (Path(source) / "eval.jsonl").exists():
-        return load_instruction_dataset(source, split="eval")
-    return None
-
-
-def measure(model, tokenizer, config: FinetuneConfig, eval_rows=None) -> dict:
-    """Held-out exact match where a held-out split exists; else the replies to `sample_prompts`."""
-    cache, model.config.use_cache = model.config.use_cache, True  # generation wants its KV cache back
-    try:
-        if eval_rows is not None:
-            return evaluate(model, tokenizer, eval_rows, max_new_tokens=config.max_new_tokens)
-        replies = generate_answers(model, tokenizer, config.sample_prompts, max_new_tokens=config.max_new_tokens,
-                                   batch_size=4)
-        return {"samples": [{"prompt": p, "reply": r} for p, r in zip(config.sample_prompts, replies)]}
-    finally:
-        model.config.use_cache = cache
-
+from .runs import RunFolderError, read_loss_log  # noqa: F401  (importable from here as before)
+from .sft_data import eval_rows_for, measure, prepare_tokenizer, sft_dataset  # noqa: F401  (importable from here)
 
 # ----------------------------------------------------------------------------- the run
 
@@ -161,7 +97,13 @@ def load_trained(out: str | os.PathLike, loader: str = "peft", hardware: Hardwar
     loader="peft" uses peft.PeftModel.from_pretrained; "lora_lab" uses lora_lab.load_adapter.
     """
     out = Path(out)
-    saved = json.loads((out / "metrics.json").read_text())["config"]
+    record = runs.read_record(out)
+    if record is None:
+        raise FileNotFoundError(f"out={str(out)!r} holds no fine-tune (no run.json or metrics.json)")
+    if record.get("status") != "finished":
+        raise ValueError(f"out={str(out)!r} holds a fine-tune that did not finish: its adapter may be missing or "
+                         "older than its checkpoints. Finish it with `lora-lab finetune --out ... --resume`")
+    saved = dict(record["config"])
     config = resolve_config(saved.pop("profile"), saved)
     model, tokenizer = load_for_training(config, plan(config, hardware))
     model.config.use_cache = True
@@ -194,16 +136,49 @@ def _check_wrapped(peft_model, targets: list[str]) -> None:
                            f"{len(targets)} ({sorted(targets)[:3]}...); the two matching rules disagree")
 
 
+def _checkpoint_timer():
+    """A TrainerCallback adding up the seconds spent writing checkpoints, and the dict it adds them to."""
+    from transformers import TrainerCallback
+
+    spent = {"seconds": 0.0, "count": 0, "t0": None}
+
+    class CheckpointTimer(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):  # after DefaultFlowCallback decided to save
+            spent["t0"] = time.perf_counter() if control.should_save else None
+
+        def on_save(self, args, state, control, **kw):  # the checkpoint is written
+            if spent["t0"] is not None:
+                spent["seconds"] += time.perf_counter() - spent["t0"]
+                spent["count"] += 1
+
+    return CheckpointTimer(), spent
+
+
 def finetune(config: FinetuneConfig | None = None, out: str | os.PathLike = "runs/finetune",
-             hardware: Hardware | None = None, progress: bool = True, log=print) -> FinetuneResult:
-    """Fine-tune with TRL's SFTTrainer + PEFT LoRA over a 4-bit base; write adapter/, loss_log.csv and metrics.json to `out`."""
+             hardware: Hardware | None = None, progress: bool = True, log=print, overwrite: bool = False,
+             resume: bool = False) -> FinetuneResult:
+    """Fine-tune with TRL's SFTTrainer + PEFT LoRA over a 4-bit base; write adapter/, loss_log.csv and metrics.json to `out`.
+
+    A folder holding a run is never overwritten unless overwrite=True. resume=True continues an
+    unfinished run in `out` from its last checkpoint (every config.save_steps steps, under
+    out/checkpoints) through transformers' own resume_from_checkpoint: adapter, optimizer, scheduler
+    and RNG states restored; config=None then reads the run's own settings. out/run.json says whether
+    the run finished; lora_lab.runs describes the folder. Raises ConfigError for a bad setting,
+    RunFolderError (a FileExistsError) for a folder it may not write, before any model loads.
+    """
     from accelerate import PartialState
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
+    out = Path(out)
+    if config is None and resume and (record := runs.read_record(out)) and record.get("config"):
+        saved = dict(record["config"])
+        config = resolve_config(saved.pop("profile"), saved)
     if config is not None and not isinstance(config, FinetuneConfig):
         raise TypeError(f"config={config!r} is not accepted; pass a FinetuneConfig (from resolve_config) or None")
     config = (config or FinetuneConfig()).validate()  # again: a field may have been changed since it was built
+    settings = json.loads(json.dumps(dataclasses.asdict(config), default=str))  # as run.json stores them
+    start = runs.check_out(out, settings, overwrite=overwrite, resume=resume)  # reads only; all processes agree
     t_start = time.time()
     run_plan = plan(config, hardware)
     memory_at_start = current_memory_mb(run_plan["device"])  # libraries loaded, no model yet
@@ -212,11 +187,24 @@ def finetune(config: FinetuneConfig | None = None, out: str | os.PathLike = "run
             require_hub(str(source), kind, "`lora-lab finetune --profile tiny` (the embedded model and data)")
     targets = target_layers(config)  # every target_modules entry must match, checked before any weight loads
     # SFTConfig sets up the processes (one, or one per `accelerate launch`/torchrun worker): build it first
-    args = SFTConfig(**sft_kwargs(config, run_plan, str(Path(out) / "trainer"), progress))
+    args = SFTConfig(**sft_kwargs(config, run_plan, str(out / runs.CHECKPOINTS), progress))
     state = PartialState()
     main = state.is_main_process
     say = log if main else (lambda *a, **k: None)
-    out = Path(out)
+    state.wait_for_everyone()  # every process has read the folder before the main one writes to it
+    record = start.record or {"status": "running", "config": settings, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        if start.fresh:
+            if start.note:
+                say(start.note)
+            runs.clear(out)
+        else:
+            dropped = runs.drop_incomplete(out)
+            say(f"resuming {out} from {start.checkpoint.name}" + (f" (removed {', '.join(dropped)}, cut off "
+                                                                   "mid-write)" if dropped else ""))
+        runs.write_record(out, record)
+    state.wait_for_everyone()
     say(f"lora-lab finetune: profile {config.profile!r} on {run_plan['gpu'] or 'CPU'}, "
         f"{run_plan['precision']} compute, optimizer {run_plan['optim']}")
     if run_plan["optim_note"]:
@@ -227,31 +215,46 @@ def finetune(config: FinetuneConfig | None = None, out: str | os.PathLike = "run
     say(f"4-bit layers as loaded: {quant}")
     texts = list(load_instruction_dataset(config.dataset)["text"])
     train_rows = sft_dataset(tokenizer, texts, config.max_length, config.completion_only_loss)
-    eval_rows = _eval_rows(config)
+    eval_rows = eval_rows_for(config)
     longest = max(len(r) for r in train_rows["input_ids"])  # a batch is padded to its longest row
     estimate = estimate_for(config, run_plan, seq_len=longest, model_config=model.config)
     say("memory estimate (per process):\n" + estimate.table("MiB"))
 
-    before = measure(model, tokenizer, config, eval_rows) if main else None
+    before = record.get("eval_before")  # measured once, by the first attempt
+    if before is None and main:
+        before = measure(model, tokenizer, config, eval_rows)
+        runs.write_record(out, {**record, "eval_before": before})
     state.wait_for_everyone()
 
     # target_modules as given: a list stays a list, "all-linear" and a regex stay one string (never split)
     peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                              target_modules=config.target_modules, bias="none", task_type="CAUSAL_LM")
+    timer, spent = _checkpoint_timer()
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, processing_class=tokenizer,
-                         peft_config=peft_config)
+                         peft_config=peft_config, callbacks=[timer])
     _check_wrapped(trainer.model, targets)
     _keep_adapters_fp32(trainer.model)
     trainable, total = trainer.model.get_nb_trainable_parameters()
     say(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}")
 
     t0 = time.time()
-    trainer.train()
+    if start.checkpoint and runs.trained_out(start.checkpoint):
+        # training had finished and only the save after it was cut off; Trainer.train would run one more
+        # step from such a checkpoint, so load it as the Trainer itself loads one, and do not train
+        from transformers import TrainerState
+
+        trainer.model.load_adapter(str(start.checkpoint), trainer.model.active_adapter, is_trainable=True)
+        trainer.state = TrainerState.load_from_json(str(start.checkpoint / "trainer_state.json"))
+    else:
+        trainer.train(resume_from_checkpoint=str(start.checkpoint) if start.checkpoint else None)
     train_seconds = time.time() - t0
     peft_model = trainer.model
     peft_model.eval()
     peft_model.config.use_cache = True
-    trainer.save_model(str(out / "adapter"))  # adapter_config.json + adapter_model.safetensors, main process only
+    partial = out / ".adapter.partial"  # written whole, then renamed to adapter/
+    if main and partial.exists():
+        shutil.rmtree(partial)
+    trainer.save_model(str(partial))  # adapter_config.json + adapter_model.safetensors, main process only
     after = measure(peft_model, tokenizer, config, eval_rows) if main else None
 
     losses = [h for h in trainer.state.log_history if "loss" in h]
@@ -263,6 +266,8 @@ def finetune(config: FinetuneConfig | None = None, out: str | os.PathLike = "run
             "metric_before": score(before), "metric_after": score(after),
             "eval_before": before, "eval_after": after,
             "train_seconds": round(train_seconds, 2), "total_seconds": round(time.time() - t_start, 2),
+            "resumed_from_step": int(start.checkpoint.name.split("-")[-1]) if start.checkpoint else None,
+            "checkpoints_saved": spent["count"], "checkpoint_seconds": round(spent["seconds"], 3),
             "peak_memory_mb": round(peak_memory_mb(run_plan["device"]), 1),
             "peak_memory_kind": "GPU memory allocated" if run_plan["device"] == "cuda" else "process RSS",
             "memory_at_start_mb": round(memory_at_start, 1),
@@ -272,13 +277,12 @@ def finetune(config: FinetuneConfig | None = None, out: str | os.PathLike = "run
                 k: round(v / 2**20, 2) for k, v in estimate.as_dict().items() if k in estimate.PARTS + ("total",)},
             "config": dataclasses.asdict(config),
         }
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / "loss_log.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["step", "loss", "learning_rate", "grad_norm"])
-            for h in losses:
-                writer.writerow([h["step"], h["loss"], h.get("learning_rate"), h.get("grad_norm")])
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+        # each file whole or not at all; run.json says "finished" only once all of them are in place
+        runs.replace_dir(partial, out / "adapter")
+        runs.write_loss_log(out / "loss_log.csv", trainer.state.log_history)
+        runs.write_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
+        runs.write_record(out, {**runs.read_record(out), "status": "finished",
+                                "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
         say(f"{metrics['metric']}: {_show(metrics['metric_before'])} -> {_show(metrics['metric_after'])} "
             f"in {train_seconds:.0f} s of training; wrote {out}/adapter, loss_log.csv, metrics.json")
     state.wait_for_everyone()
@@ -287,9 +291,3 @@ def finetune(config: FinetuneConfig | None = None, out: str | os.PathLike = "run
 
 def _show(metric) -> str:
     return f"{metric:.1%}" if isinstance(metric, float) else f"{len(metric)} sample replies"
-
-
-def read_loss_log(out: str | os.PathLike) -> list[dict]:
-    """The loss log a run wrote: one dict (step, loss, learning_rate, grad_norm) per logged step."""
-    with open(Path(out) / "loss_log.csv") as f:
-        return [{k: (float(v) if v not in ("", "None") else None) for k, v in row.items()} for row in csv.DictReader(f)]

@@ -92,7 +92,10 @@ def sft_kwargs(config: FinetuneConfig, run_plan: dict, output_dir: str, progress
         lr_scheduler_type=config.lr_scheduler_type, weight_decay=config.weight_decay, optim=run_plan["optim"],
         # set both, always: TRL turns bf16 on by itself, which a T4 and a CPU refuse
         fp16=run_plan["fp16"], bf16=run_plan["bf16"],
-        logging_steps=config.logging_steps, logging_first_step=True, save_strategy="no", report_to="none",
+        logging_steps=config.logging_steps, logging_first_step=True, report_to="none",
+        # checkpoints (adapter, optimizer, scheduler, RNG states) for resume_from_checkpoint; the newest kept
+        save_strategy="steps" if config.save_steps else "no", save_steps=config.save_steps or 500,
+        save_total_limit=config.save_total_limit,
         seed=config.seed, data_seed=config.seed, disable_tqdm=not progress, dataloader_num_workers=0,
         ddp_find_unused_parameters=False,  # every LoRA weight gets a gradient in every step
         use_cpu=run_plan["device"] == "cpu",  # also makes several CPU processes one gloo process group

@@ -174,6 +174,31 @@ def test_adapter_for_another_model_size(saved):
         load_adapter(tiny("llama", hidden=32), saved)
 
 
+def test_an_adapter_is_never_overwritten_unless_asked(saved):
+    files = {p.name: p.read_bytes() for p in saved.iterdir()}
+    other = trained("llama", ["q_proj", "v_proj"], use_rslora=True)
+    with pytest.raises(FileExistsError, match=f"path={str(saved)!r} already holds an adapter \\(adapter_config.json, "
+                                              "adapter_model.safetensors\\); nothing was written. Choose another "
+                                              "folder, or pass overwrite=True"):
+        save_adapter(other, saved)
+    assert {p.name: p.read_bytes() for p in saved.iterdir()} == files
+    save_adapter(other, saved, overwrite=True)
+    assert sorted(p.name for p in saved.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert load_adapter(tiny("llama"), saved).lora_config.use_rslora
+
+
+def test_a_crash_while_saving_leaves_no_adapter_that_loads(tmp_path, monkeypatch):
+    import lora_lab.adapters as adapters
+
+    def crash(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(adapters.os, "replace", crash)  # every file stays under its temporary name
+    with pytest.raises(OSError):
+        save_adapter(trained("llama", ["q_proj"]), tmp_path)
+    with pytest.raises(ValueError, match="has no adapter_config.json"):
+        load_adapter(tiny("llama"), tmp_path)
+
+
 def test_save_needs_lora_layers(tmp_path):
     with pytest.raises(ValueError, match="has no LoRA layers"):
         save_adapter(tiny("llama"), tmp_path)

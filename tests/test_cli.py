@@ -1,5 +1,6 @@
 """The `lora-lab` command: flags for every setting, clear refusals, and runs under `accelerate launch`."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lora_lab.cli import main
+from lora_lab.config import resolve_config
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -127,6 +129,21 @@ def test_all_linear_means_the_seven_projections_in_flags_and_files(tmp_path, cap
     path.write_text(json.dumps({"target_modules": "all-linear"}))
     assert main(["estimate", "--config", str(path)]) == 0
     assert capsys.readouterr().out == seven
+
+
+def test_resume_reads_the_runs_own_settings_and_excludes_overwrite(tmp_path, capsys):
+    from lora_lab import runs
+
+    out = tmp_path / "run"
+    out.mkdir()
+    saved = {**dataclasses.asdict(resolve_config("tiny", lora_r=4, max_steps=40)), "save_steps": 10}
+    runs.write_record(out, {"status": "running", "config": saved})
+    assert main(["finetune", "--out", str(out), "--resume", "--print-config"]) == 0
+    config = json.loads(capsys.readouterr().out)["config"]
+    assert (config["lora_r"], config["max_steps"], config["save_steps"]) == (4, 40, 10)
+    with pytest.raises(SystemExit) as exit_:
+        main(["finetune", "--out", str(out), "--resume", "--overwrite"])
+    assert exit_.value.code == 2 and "not allowed with argument --resume" in capsys.readouterr().err
 
 
 def test_7b_without_gpu_and_hub_offline_fail_clearly(capsys):

@@ -60,6 +60,8 @@ BAD = [
     ("group_by_length", None, "true or false"),
     ("completion_only_loss", 0, "true or false"),
     ("logging_steps", 0.5, "an integer >= 1"),
+    ("save_steps", -1, "an integer >= 0 (0: no checkpoints)"),
+    ("save_total_limit", 0, "an integer >= 1"),
     ("seed", -1, "an integer in [0, 2**32)"),
     ("seed", 2**32, "an integer in [0, 2**32)"),
     ("max_new_tokens", 0, "an integer >= 1"),

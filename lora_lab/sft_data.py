@@ -1,0 +1,75 @@
+"""What the fine-tune trains on and how it measures: a tokenizer padded for training, rows tokenized with
+answer-only labels for TRL's SFTTrainer, and the held-out score (or sample replies) before and after.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import FinetuneConfig
+from .data import load_instruction_dataset
+from .evaluate import evaluate, generate_answers
+from .hub import is_local
+from .paths import EMBEDDED_DATASET
+from .tasks import format_llama2, parse_llama2
+
+
+def prepare_tokenizer(tokenizer, model=None):
+    """Right padding, and a pad token that is not the EOS token (the model must learn to stop)."""
+    # pad = eos (the classic recipe) hides every EOS wherever padding is masked by token id, so the
+    # model never learns to end its answer (trl#1623). Llama-2 has an <unk> token to pad with.
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        if tokenizer.unk_token is None or tokenizer.unk_token_id == tokenizer.eos_token_id:
+            raise ValueError("the tokenizer has no pad token distinct from EOS, and no <unk> to pad with")
+        tokenizer.pad_token = tokenizer.unk_token
+    tokenizer.padding_side = "right"  # left padding in training gave zero loss on Llama-2 (trl#550)
+    if model is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if model.generation_config is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer
+
+
+def sft_dataset(tokenizer, texts: list[str], max_length: int, completion_only_loss: bool = True):
+    """Rows tokenized as lora_lab.evaluate tokenizes prompts, with labels; SFTTrainer trains on them as they are.
+
+    Every row already starts with `<s>`. TRL tokenizes a `text` row with the tokenizer's defaults,
+    which add a second `<s>` (a double BOS the model never sees at inference), so the kit tokenizes
+    with add_special_tokens=False itself; a dataset with `input_ids` is used by SFTTrainer unchanged.
+    """
+    from datasets import Dataset
+
+    ids, labels = [], []
+    for text in texts:
+        row = tokenizer(text, add_special_tokens=False).input_ids[:max_length]
+        label = list(row)
+        if completion_only_loss:
+            head = tokenizer(format_llama2(parse_llama2(text)[0]), add_special_tokens=False).input_ids
+            n = 0  # the prompt's tokens: where the row and the prompt alone agree
+            while n < min(len(head), len(row)) and head[n] == row[n]:
+                n += 1
+            label[:n] = [-100] * n
+        ids.append(row)
+        labels.append(label)
+    return Dataset.from_dict({"text": list(texts), "input_ids": ids, "labels": labels})
+
+
+def eval_rows_for(config: FinetuneConfig):
+    """The held-out split, where the dataset has one (the embedded data, or a local folder with eval.jsonl)."""
+    source = EMBEDDED_DATASET if config.dataset is None else Path(config.dataset).expanduser()
+    if is_local(source) and (Path(source) / "eval.jsonl").exists():
+        return load_instruction_dataset(source, split="eval")
+    return None
+
+
+def measure(model, tokenizer, config: FinetuneConfig, eval_rows=None) -> dict:
+    """Held-out exact match where a held-out split exists; else the replies to `sample_prompts`."""
+    cache, model.config.use_cache = model.config.use_cache, True  # generation wants its KV cache back
+    try:
+        if eval_rows is not None:
+            return evaluate(model, tokenizer, eval_rows, max_new_tokens=config.max_new_tokens)
+        replies = generate_answers(model, tokenizer, config.sample_prompts, max_new_tokens=config.max_new_tokens,
+                                   batch_size=4)
+        return {"samples": [{"prompt": p, "reply": r} for p, r in zip(config.sample_prompts, replies)]}
+    finally:
+        model.config.use_cache = cache
