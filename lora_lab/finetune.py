@@ -67,28 +67,13 @@ def load_for_training(config: FinetuneConfig, run_plan: dict):
         quantization = bnb_4bit_config(config.quantization, config.double_quant, compute_dtype=dtype)
     tokenizer = load_tokenizer(config.model)
     model = load_base_model(config.model, quantization=quantization, dtype=dtype, device_map=run_plan["device_map"])
-    keep_4bit_weights_as_trained(model)
-    prepare_tokenizer(tokenizer, model)
+    prepare_tokenizer(tokenizer, model)  # (load_base_model already stopped bitsandbytes' CPU repacking)
     model.config.use_cache = False  # the KV cache is for generation; in training it only costs memory
     if config.gradient_checkpointing:
         # checkpointed layers of a frozen base get no input that requires grad, so backward would find
         # nothing to differentiate ("element 0 of tensors does not require grad", peft#1577)
         model.enable_input_require_grads()
     return model, tokenizer
-
-
-def keep_4bit_weights_as_trained(model):
-    """Stop bitsandbytes repacking 4-bit weights for CPU inference, so evaluation and training use the same weights.
-
-    bitsandbytes 0.50, on a CPU with AVX512-BF16, repacks a Linear4bit's weight the first time it runs
-    in eval mode without gradients: scales cast to bf16, double quantization undone. Every later
-    forward goes through a kernel with no backward (gemv_4bit), so a model evaluated before training
-    would train with no gradient through its base layers, and score differently on other CPUs.
-    """
-    for module in model.modules():
-        if hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
-    return model
 
 
 def load_trained(out: str | os.PathLike, loader: str = "peft", hardware: Hardware | None = None):

@@ -135,7 +135,7 @@ print("shared:", {k: v for k, v in vars(tiny).items() if getattr(big, k) == v an
 # | `fp16` / `bf16` | both off | from the hardware: fp16 on a T4, bf16 where the GPU has it | the 4-bit layers compute in `bnb_4bit_compute_dtype`; the trainer's flags must agree with it |
 # | `max_seq_length` | not set | `max_length=1024` | TRL 1.x renamed it; set, so the memory estimate has a length to count |
 # | `pretraining_tp = 1` | set on the model | not set | explained below |
-# | `save_steps=25`, `logging_steps=25` | both 25 | `logging_steps=25` | the loss is logged every 25 steps (`loss_log.csv`); the article's checkpoint every 25 steps keeps a run alive through a Colab disconnect |
+# | `save_steps=25`, `logging_steps=25` | both 25 | both 25, and `save_total_limit=2` | a checkpoint every 25 steps lets a run resume after a Colab disconnect (below); only the newest two are kept, since each holds the optimizer state; the loss is logged every 25 steps (`loss_log.csv`) |
 #
 # The rest — learning rate 2e-4, weight decay 0.001, gradient clipping at 0.3, 3% warmup, one epoch at
 # batch size 4, `paged_adamw_32bit`, `group_by_length` — is the article's. The table's claims, checked:
@@ -146,7 +146,8 @@ assert set(big.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate
 assert big.double_quant and big.lr_scheduler_type == "constant_with_warmup" and big.max_length == 1024
 assert (big.learning_rate, big.weight_decay, big.max_grad_norm, big.warmup_ratio) == (2e-4, 0.001, 0.3, 0.03)
 assert big.num_train_epochs == 1 and big.per_device_train_batch_size == 4 and big.group_by_length
-assert big.logging_steps == 25 and plan(big, T4)["optim"] == "paged_adamw_32bit" and plan(big, T4)["fp16"]
+assert big.logging_steps == 25 and big.save_steps == 25 and big.save_total_limit == 2
+assert plan(big, T4)["optim"] == "paged_adamw_32bit" and plan(big, T4)["fp16"]
 print("the llama2-7b-t4 profile holds every value in the table")
 
 # %% [markdown]
@@ -257,6 +258,26 @@ explicit = lora_lab.models.bnb_4bit_config("nf4", double_quant=True, compute_dty
 print({k: str(getattr(explicit, k)) for k in ("bnb_4bit_quant_type", "bnb_4bit_use_double_quant", "bnb_4bit_compute_dtype")})
 
 # %% [markdown]
+# ## Checkpoints, and surviving a disconnect
+#
+# `finetune` saves a checkpoint every `save_steps` steps (25 on the 7B profile, 100 on `tiny`) under
+# `OUT/checkpoints` — adapter, optimizer, scheduler and random-number states — and keeps the newest two.
+# Colab drops idle or long sessions without warning, so on Colab the run goes to Google Drive. After a
+# disconnect, set `RESUME = True` and run the notebook again from the top: the fine-tune continues from
+# the last checkpoint (transformers' own `resume_from_checkpoint`) instead of starting over. A folder
+# that holds a finished run is never replaced without asking: `finetune` refuses it unless told
+# `overwrite=True` or `resume=True`.
+
+# %%
+RESUME = False  # True after a disconnect: continue the run in OUT from its last checkpoint
+if "google.colab" in sys.modules:  # only in Colab: keep the run on Google Drive
+    from google.colab import drive
+
+    drive.mount("/content/drive")
+    OUT = Path("/content/drive/MyDrive/lora-lab") / f"06_{PROFILE}"
+print(f"run folder {OUT}: a checkpoint every {config.save_steps} steps, the newest {config.save_total_limit} kept")
+
+# %% [markdown]
 # ## Run it
 #
 # `finetune` loads the model in 4 bits, measures it on the held-out split (or, for Llama-2, answers the
@@ -266,7 +287,8 @@ print({k: str(getattr(explicit, k)) for k in ("bnb_4bit_quant_type", "bnb_4bit_u
 # (`benchmarks/gpu_check.py` measures seconds per step on a GPU).
 
 # %% tags=["nbval-ignore-output"]
-result = finetune(config, out=OUT)
+# the tiny run is redone each time the notebook runs; a 7B run is never replaced without asking
+result = finetune(config, out=OUT, resume=RESUME, overwrite=not (RESUME or GPU))
 model, tok = result.model, result.tokenizer
 
 # %%
