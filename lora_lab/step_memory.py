@@ -8,9 +8,10 @@ built one layer at a time as 4-bit codes, the way a 4-bit checkpoint loads, so t
 a float copy of the model: the peak belongs to the training step (`run` checks that it does).
 
 The model is a Llama with Llama-2-7B's layer widths (hidden 4096, MLP 11008, 32 heads) and few
-layers, with random weights: memory does not depend on their values.
+layers, with random weights: memory does not depend on their values. `kept_for_backward` lists what
+a forward pass leaves alive for the backward pass, tensor by tensor.
 
-    python -m lora_lab.step_memory qlora --config '{"num_hidden_layers": 2}'   # one JSON line
+    python -m lora_lab.step_memory qlora --config '{"num_hidden_layers": 1}'   # one JSON line
 """
 
 from __future__ import annotations
@@ -55,11 +56,11 @@ class StepConfig:
     hidden_size: int = 4096        # Llama-2-7B's layer widths
     intermediate_size: int = 11008
     num_attention_heads: int = 32
-    num_hidden_layers: int = 1     # 7B has 32; one is enough to see the weights dominate
+    num_hidden_layers: int = 2     # 7B has 32; two make every layer but the first one's q, k, v need input gradients
     vocab_size: int = 1536         # the tiny Llama's (7B: 32000), so the decoder layers dominate the weights
     r: int = 16                    # LoRA rank on all seven projections, alpha = 2r
     batch_size: int = 1
-    seq_len: int = 64              # tokens per row
+    seq_len: int = 32              # tokens per row
     threads: int = 1               # torch threads in the measuring process
     seed: int = 0
 
@@ -98,9 +99,9 @@ class FloatCopyNF4Linear(NF4Linear):
 
 
 def _base_layer(method: str, out_features: int, in_features: int, generator: torch.Generator) -> nn.Module:
-    if method == "lora":  # N(0, 0.02²) drawn in place: no temporary the size of the weight
+    if method == "lora":  # drawn in place (uniform: quicker than normal, the same memory)
         layer = nn.Linear(in_features, out_features, bias=False, device="meta")
-        weight = torch.empty(out_features, in_features).normal_(0, 0.02, generator=generator)
+        weight = torch.empty(out_features, in_features).uniform_(-0.04, 0.04, generator=generator)
         layer.weight = nn.Parameter(weight, requires_grad=False)
         return layer
     q = random_nf4(out_features, in_features, generator)
