@@ -16,13 +16,13 @@ What it does, in order, writing its table to OUT/gpu_check.md (and every figure 
    `lora-lab estimate --profile llama2-7b-t4`, seconds per step, tokens per second, and whether it fit;
 6. runs the `tiny` profile end to end (under the same plan).
 
-On a GPU machine with its own Python, torch (2.11 or later) and transformers (5.17 or later), no
-network: install the kit's other packages from local wheels, then the kit itself, then run
+On a GPU machine with its own Python, torch (2.11 or later) and transformers (5.17 or later), and no
+network: install the kit's other packages from local wheels (torch and transformers stay as they
+are), then run the check from the repository root (the kit itself needs no install):
 
     pip install --no-index --find-links wheels/ bitsandbytes==0.50.2 trl==1.16.0 datasets==5.2.0 \\
         peft==0.21.2 accelerate==1.15.0
-    pip install --no-deps --no-build-isolation -e .
-    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python benchmarks/gpu_check.py runs/gpu_check
+    PYTHONPATH=. python benchmarks/gpu_check.py runs/gpu_check
 
 Wheels for wheels/ (fetch where there is network: `pip download --no-deps -d wheels/ NAME==VERSION`
 for each; pip install --no-index then names any that is still missing):
@@ -34,8 +34,8 @@ for each; pip install --no-index then names any that is still missing):
     peft==0.21.2       (the kit's LoRA in the fine-tune) needs accelerate, safetensors, psutil, tqdm
     accelerate==1.15.0 needs psutil, pyyaml, safetensors, huggingface_hub
     and those of their needs the machine lacks, e.g. pyarrow==26.0.1, dill==0.4.1,
-    multiprocess==0.70.19, xxhash==4.1.0, fsspec==2026.9.0, pandas==3.1.1, jinja2==3.1.6, psutil==7.2.2
-    (the versions this kit is tested with).
+    multiprocess==0.70.19, xxhash==4.1.0, fsspec==2026.9.0, pandas==3.1.1, jinja2==3.1.6,
+    psutil==7.2.2, huggingface_hub==2.4.0 (the versions this kit is tested with).
 
 It needs about 14 GB of disk for the random checkpoint (deleted at the end; --keep-checkpoint keeps it).
 The same code runs small on a CPU, as `make test` does (tests/test_gpu_check.py):
@@ -336,7 +336,7 @@ def cap_memory(gib: float) -> dict:
     torch.zeros(1, device="cuda")  # creates the CUDA context
     free, total = torch.cuda.mem_get_info()
     context = total - free - torch.cuda.memory_reserved()  # outside torch's allocator
-    cap = gib * GIB - context
+    cap = min(gib * GIB - context, total)
     torch.cuda.set_per_process_memory_fraction(cap / total)
     return {"gpu": torch.cuda.get_device_name(), "device_total": total, "context": context, "allocator_cap": cap,
             "cap_gib": gib, "bf16": torch.cuda.is_bf16_supported()}
@@ -433,6 +433,7 @@ def parse_args(argv=None):
     run.add_argument("--parity-dtypes", type=lambda s: s.split(","), default=["float32", "float16", "bfloat16"],
                      help="input dtypes of the NF4 parity check, comma-separated")
     run.add_argument("--memory-gib", type=float, default=T4_USABLE_GIB, help="GPU memory cap, CUDA context included")
+    run.add_argument("--cpu-anyway", action="store_true", help="run large shapes on a CPU too (very slow)")
     run.add_argument("--keep-checkpoint", action="store_true", help="keep the random checkpoint in OUT/checkpoint")
     args = parser.parse_args(argv)
     for name in ("layers", "hidden_size", "intermediate_size", "heads", "vocab_size", "seq_len", "batch_size",
@@ -451,10 +452,10 @@ def parse_args(argv=None):
         parser.error(f"--memory-gib={args.memory_gib} must be at least 1")
     if (args.out / "gpu_check.md").exists():
         parser.error(f"{args.out} already holds a check (gpu_check.md): give another folder")
-    if not torch.cuda.is_available() and args.hidden_size > CPU_MAX_HIDDEN:
+    if not torch.cuda.is_available() and args.hidden_size > CPU_MAX_HIDDEN and not args.cpu_anyway:
         parser.error(f"no GPU here, and --hidden-size={args.hidden_size} is too large for a CPU run; on a CPU, run the "
                      "same code small: --layers 2 --hidden-size 256 --intermediate-size 512 --heads 4 --vocab-size 2048 "
-                     "--seq-len 64 --batch-size 2 --steps 2 --tiny-steps 2 --max-new-tokens 2")
+                     "--seq-len 64 --batch-size 2 --steps 2 --tiny-steps 2 --max-new-tokens 2 (or add --cpu-anyway)")
     return args
 
 
