@@ -304,6 +304,11 @@ def run_profile(args, out: Path, checkpoint: Path, data: Path, cuda: bool, repor
     report["estimate_total"] = estimate.total
     report["dequantize_workspace"] = dequantize_workspace(model.config, run_plan["compute_dtype"])
     report["paged_optimizer"] = run_plan["optim"].startswith("paged_")
+    # mixed precision casts the fp32 LoRA weights to 16 bits once per step and keeps the copies
+    report["autocast_copies"] = 2 * estimate.lora_params if run_plan["fp16"] or run_plan["bf16"] else 0
+    if "peak_allocated" in report:  # paged optimizer state lives in CUDA managed memory, outside torch's allocator
+        report["allocator_estimate"] = estimate.total - (estimate.optimizer_state if report["paged_optimizer"] else 0)
+        report["peak_vs_estimate"] = report["peak_allocated"] / report["allocator_estimate"] - 1
 
 
 def activations_kept(trainer, model, batch: dict, cuda: bool) -> tuple[int, str]:
@@ -389,15 +394,14 @@ def table(report: dict) -> str:
                       "model and optimizer hold after training; gradients are 4 bytes per LoRA weight (freed by "
                       f"zero_grad after each step); activations: {p['activations_how']}."]
         if "peak_allocated" in p:
-            optimizer = p["parts"]["optimizer_state"]["estimate"] if p["paged_optimizer"] else 0
-            expected = p["estimate_total"] - optimizer
-            diff = p["peak_allocated"] / expected - 1
+            expected, diff = p["allocator_estimate"], p["peak_vs_estimate"]
             lines += ["", f"- peak allocated during training: {_g(p['peak_allocated'])} {unit}; reserved "
                           f"{_g(p['peak_reserved'])} {unit}; whole device (polled, context and paged memory included) "
                           f"{_g(p['device_used'])} {unit}",
-                      f"- estimate in torch's allocator{' (paged optimizer state lives in CUDA managed memory, outside it)' if optimizer else ''}: "
+                      f"- estimate in torch's allocator{' (paged optimizer state lives in CUDA managed memory, outside it)' if p['paged_optimizer'] else ''}: "
                       f"{_g(expected)} {unit}: measured {diff:+.1%}{'  **more than 15% off**' if abs(diff) > 0.15 else ''}",
-                      f"- not in the estimate: dequantize workspace {p['dequantize_workspace'] / MiB:.0f} MiB, allocator "
+                      f"- not in the estimate: autocast's 16-bit copies of the LoRA weights {p['autocast_copies'] / MiB:.0f} MiB, "
+                      f"dequantize workspace {p['dequantize_workspace'] / MiB:.0f} MiB, allocator "
                       f"slack {(p['peak_reserved'] - p['peak_allocated']) / MiB:.0f} MiB, CUDA context"]
         elif p.get("peak_rss_mib"):
             lines.append(f"- peak process RSS (CPU, everything the process held): {p['peak_rss_mib']:.0f} MiB")

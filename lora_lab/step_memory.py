@@ -161,7 +161,13 @@ def held_parts(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, 
 
 
 def run(method: str, cfg: StepConfig) -> dict:
-    """Build, take one training step and report (in this process: call it in a fresh one, see `measure`)."""
+    """Build, take one training step and report, in this process (so call it in a fresh one: see `measure`).
+
+    Returns sizes in MiB (start_mib: resident size before the build; build_peak_mib, step_peak_mib:
+    peak resident size after the build and after the step), bytes (held: measure_memory's parts;
+    activations_saved; estimate: estimate_memory's parts for this model and step) and seconds.
+    Raises RuntimeError if the step did not pass the build's peak (the peak would then be the build's).
+    """
     torch.set_num_threads(cfg.threads)
     if method == "bnb-peft":  # every library in memory before the first reading
         import bitsandbytes  # noqa: F401
@@ -193,7 +199,11 @@ def run(method: str, cfg: StepConfig) -> dict:
 
 
 def measure(methods=tuple(METHODS), cfg: StepConfig | None = None, parallel: int = 2) -> dict[str, dict]:
-    """`run` for each method, each in a fresh Python process (at most `parallel` at once): {method: report}."""
+    """`run` for each method, each in a fresh Python process (at most `parallel` at once): {method: report}.
+
+    Raises ValueError for an unknown method (before starting any process) and RuntimeError, with the
+    end of its error output, if a process fails.
+    """
     cfg = cfg or StepConfig()
     for method in methods:
         if method not in METHODS:

@@ -47,6 +47,14 @@ def test_small_run_on_the_cpu(gpu_check, tmp_path):
     assert report["tiny"]["steps"] == 2 and report["tiny"]["precision"] == "fp32"
     with pytest.raises(SystemExit):  # never overwrites a finished check
         gpu_check.parse_args([str(out), *SMALL])
+    # the GPU's lines of the table, rendered from this report with a GPU's figures added
+    gib = 2**30
+    report["environment"].update(gpu="Tesla T4", device_total=15 * gib, context=gib // 4, allocator_cap=14 * gib,
+                                 cap_gib=14.75)
+    p.update(peak_allocated=p["estimate_total"], peak_reserved=2 * p["estimate_total"], device_used=3 * gib,
+             allocator_estimate=p["estimate_total"] * 0.8, peak_vs_estimate=0.25)
+    text = gpu_check.table(report)
+    assert "Tesla T4 (15.0 GiB), capped to 14.75 GiB" in text and "measured +25.0%  **more than 15% off**" in text
 
 
 def test_bad_arguments_fail_before_anything_loads(gpu_check, tmp_path, capsys):
