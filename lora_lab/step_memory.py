@@ -3,7 +3,8 @@
 A process's peak resident set size (ru_maxrss: what the operating system counted as in use at its
 highest) only ever grows, so it can measure one thing per process: here each configuration runs in
 its own Python process, which imports its libraries, notes its resident size, builds the model,
-runs one training step (forward, backward, AdamW step) and reports its peak. The base weights are
+runs one training step (forward, backward, AdamW step) and reports its peak. On Linux the process
+asks glibc to hand freed memory back at once, so that its resident size follows what is in use. The base weights are
 built one layer at a time as 4-bit codes, the way a 4-bit checkpoint loads, so the build never holds
 a float copy of the model: the peak belongs to the training step (`run` checks that it does).
 
@@ -23,6 +24,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -198,29 +200,47 @@ def run(method: str, cfg: StepConfig) -> dict:
             "build_seconds": t1 - t0, "step_seconds": t2 - t1}
 
 
-def measure(methods=tuple(METHODS), cfg: StepConfig | None = None, parallel: int = 2) -> dict[str, dict]:
-    """`run` for each method, each in a fresh Python process (at most `parallel` at once): {method: report}.
+def _measure_one(method: str, cfg: StepConfig) -> dict:
+    # MALLOC_MMAP_THRESHOLD_: glibc gives every freed block of 128 KiB or more back to the OS at once, so
+    # the peak counts memory in use, not memory the C library kept for later (other C libraries ignore it)
+    env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads), "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+    proc = subprocess.run([sys.executable, "-m", "lora_lab.step_memory", method, "--config",
+                           json.dumps(dataclasses.asdict(cfg))], env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"measuring {method!r} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
-    Raises ValueError for an unknown method (before starting any process) and RuntimeError, with the
-    end of its error output, if a process fails.
+
+class Measurement:
+    """Measuring processes started by `start`, running in the background; `result()` waits for them."""
+
+    def __init__(self, methods, cfg: StepConfig, parallel: int):
+        self._pool = ThreadPoolExecutor(max_workers=parallel)  # each thread only waits on its process
+        self._futures = {m: self._pool.submit(_measure_one, m, cfg) for m in methods}
+        self._pool.shutdown(wait=False)
+
+    def result(self) -> dict[str, dict]:
+        """{method: run's report}, once every process has finished."""
+        return {m: future.result() for m, future in self._futures.items()}
+
+
+def start(methods=tuple(METHODS), cfg: StepConfig | None = None, parallel: int = 1) -> Measurement:
+    """Start `run` for each method, each in a fresh Python process, at most `parallel` at once; return at once.
+
+    Raises ValueError for an unknown method or parallel < 1 (before starting any process); result()
+    raises RuntimeError, with the end of its error output, if a process fails.
     """
-    cfg = cfg or StepConfig()
     for method in methods:
         if method not in METHODS:
             raise ValueError(f"method={method!r} is not one of {tuple(METHODS)}")
-    env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads)}
-    reports, pending = {}, list(methods)
-    while pending:
-        batch, pending = pending[:parallel], pending[parallel:]
-        procs = {m: subprocess.Popen([sys.executable, "-m", "lora_lab.step_memory", m, "--config",
-                                      json.dumps(dataclasses.asdict(cfg))], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True) for m in batch}
-        for m, proc in procs.items():
-            stdout, stderr = proc.communicate()
-            if proc.returncode:
-                raise RuntimeError(f"measuring {m!r} failed (exit {proc.returncode}):\n{stderr[-3000:]}")
-            reports[m] = json.loads(stdout.strip().splitlines()[-1])
-    return reports
+    if parallel < 1:
+        raise ValueError(f"parallel={parallel} must be at least 1")
+    return Measurement(methods, cfg or StepConfig(), parallel)
+
+
+def measure(methods=tuple(METHODS), cfg: StepConfig | None = None, parallel: int = 2) -> dict[str, dict]:
+    """`start(...).result()`: {method: report}, each measured in a fresh Python process."""
+    return start(methods, cfg, parallel).result()
 
 
 # ----------------------------------------------------------------------------- what backward keeps

@@ -164,14 +164,14 @@ plots.print_table(["forward", "tensors kept", "bytes kept", "of them new", "larg
                   [(label, len(rows), f"{total[label]:,}", f"{new[label]:,}",
                     f"{max(r['bytes'] for r in rows):,} B {r['dtype']}") for label, rows in kept.items()
                    for r in [max(rows, key=lambda r: r["bytes"])]])
-assert new["dequantize, then F.linear"] == 512 * 512 * 4  # a fresh fp32 copy of the weight
+assert new["dequantize, then F.linear"] == 512 * 512 * 4 == 8 * 512 * 512 // 2  # a fresh fp32 copy of the weight
 assert new["NF4Linear (MatMulNF4)"] == new["bitsandbytes Linear4bit"] == new["nn.Linear, fp32"] == 0
 assert total["NF4Linear (MatMulNF4)"] == nf4_layer.quant_state.nbytes <= total["bitsandbytes Linear4bit"]
 
 # %% [markdown]
 # The fp32 layer and both 4-bit layers keep only what they hold anyway; bitsandbytes keeps a little
 # more (its QuantState carries the two code tables). Dequantize-then-matmul keeps a new megabyte, eight
-# times the 4-bit weight. The price of keeping the codes instead: one more dequantization per layer in
+# times the packed codes. The price of keeping the codes instead: one more dequantization per layer in
 # every backward pass. Counted:
 
 # %%
@@ -206,63 +206,17 @@ assert counts == {"dequantize, then F.linear": 1, "NF4Linear (MatMulNF4)": 2}
 # one weight at a time (4-bit weights straight from random codes, as a 4-bit checkpoint loads, so no
 # float copy of the model ever exists), runs one step, and reports its peak minus that starting size.
 # It also checks that the step, not the build, set the peak. Peak RSS counts everything the process
-# touched — tensors, libraries' buffers, the allocator's slack — so it is the honest upper figure.
+# holds — tensors, libraries' buffers, Python objects — so it is the honest upper figure. (On Linux the
+# process sets glibc's `MALLOC_MMAP_THRESHOLD_`, so that memory it frees goes back to the operating
+# system at once instead of being kept by the C library for later, which RSS would count as in use.)
+#
+# The four processes need about half a minute of one CPU core between them. They start now and run in
+# the background, one at a time, while the tiny models train below (on one core); their results are
+# read after the training.
 
 # %%
 step_config = step_memory.StepConfig()  # 7B's widths, 2 layers, vocabulary 1,536, r = 16, one row of 32 tokens
-reports = step_memory.measure(cfg=step_config, parallel=2)  # two processes at a time
-
-# %% [markdown]
-# Compare each peak with `lora_lab.memory`'s estimate for the same model and step (`estimate_memory`:
-# weights, 4-bit constants, LoRA weights, gradients, AdamW state, activations). A 4-bit step needs one
-# more thing the estimate leaves out: while a layer's matmul runs, its weight exists dequantized — the
-# largest one, MLP 11008 × 4096 in fp32, is 172 MiB (`memory.dequantize_workspace`).
-
-# %% tags=["nbval-ignore-output"]
-MiB = 2**20
-workspace = dequantize_workspace(step_memory.llama_config(step_config), "float32")
-peaks, rows = {}, []
-for method, r in reports.items():
-    estimate = sum(r["estimate"].values())
-    expected = estimate + (workspace if method != "lora" else 0)
-    peaks[method] = r["step_peak_mib"] - r["start_mib"]
-    rows.append((step_memory.METHODS[method], f"{estimate / MiB:.0f}", f"{expected / MiB:.0f}", f"{peaks[method]:.0f}",
-                 f"{peaks[method] - expected / MiB:+.0f}", f"{r['activations_saved'] / MiB:.0f}",
-                 f"{r['step_seconds']:.1f}"))
-plots.print_table(["configuration", "estimate MiB", "+ workspace MiB", "measured peak MiB", "difference",
-                   "activations kept MiB", "step s"], rows)
-print(f"activations the estimate expects: {reports['qlora']['estimate']['activations'] / MiB:.0f} MiB")
-
-# %%
-held, estimated = reports["qlora"]["held"], reports["qlora"]["estimate"]
-assert all(held[part] == estimated[part] for part in held)  # every stored part: the estimate's bytes exactly
-lora, ours, theirs, naive = (peaks[m] for m in ("lora", "qlora", "bnb-peft", "qlora-float-copy"))
-# weights 1.6 GiB in fp32 against 0.24 GiB in 4 bits; the dequantize workspace and the step's fixed
-# costs (~0.3 GiB together) keep QLoRA near 0.35 of LoRA here: 0.5 leaves room for other machines
-assert ours < 0.5 * lora and theirs < 0.5 * lora
-assert ours < 1.4 * theirs  # lora_lab's pure-PyTorch dequantize holds one more buffer than bitsandbytes' kernel
-assert naive > 0.9 * lora  # dequantize + F.linear keeps every weight in fp32 until backward: no saving
-extra = reports["qlora-float-copy"]["activations_saved"] - reports["qlora"]["activations_saved"]
-assert abs((naive - ours) - extra / MiB) < 0.25 * extra / MiB  # and those kept copies are the difference
-for method in ("lora", "qlora", "bnb-peft"):
-    expected = (sum(reports[method]["estimate"].values()) + (workspace if method != "lora" else 0)) / MiB
-    # measured within -10% .. +30% + 50 MiB of the estimate. Above it: a first step's one-time costs
-    # (library buffers, Python objects), malloc's slack, and lora_lab's dequantize holding an int32 per
-    # four codes while it runs. Below it, a little: AdamW's state is made after backward freed the activations
-    assert -0.10 * expected < peaks[method] - expected < 0.30 * expected + 50, (method, peaks[method], expected)
-
-# %% [markdown]
-# **What this shows.** With the codes kept instead of a float copy, QLoRA's training step needs well
-# under half of LoRA's memory here, and lora_lab's layer lands near bitsandbytes + PEFT (its dequantize
-# is pure PyTorch and holds one more temporary buffer). Written the naive way, the same 4-bit model
-# needs about as much as the fp32 one during training — here even more: every dequantized weight stays
-# alive until backward, on top of the 4-bit codes. The estimate accounts for every stored part to the
-# byte; what it leaves out — the weight being dequantized right now, and the fixed costs of a process —
-# is what the differences show. The step times show the price of the second dequantization (not
-# asserted: timings depend on the machine).
-#
-# On a GPU the same comparison uses `torch.cuda.max_memory_allocated()` instead of RSS;
-# `benchmarks/gpu_check.py` runs it for the full Llama-2-7B recipe under a T4's memory.
+measuring = step_memory.start(cfg=step_config, parallel=1)  # four processes, one after another, in the background
 
 # %% [markdown]
 # ## Two models, one recipe
@@ -372,7 +326,66 @@ assert abs(gap) <= 0.05  # 4-bit QLoRA within 5 points of fp32 LoRA (one seed; h
 # quantization matched 16-bit LoRA on GLUE and MMLU), here on a 2.4M-parameter model and one seed, so
 # read it as a demonstration, not a measurement. Why it works: the adapter trains *against* the
 # quantized weights, so whatever the 4-bit rounding changed, the adapter can learn around it.
+
+# %% [markdown]
+# ## Peak memory of one training step: the results
 #
+# The four measuring processes started before the training have finished by now (`result()` waits if
+# not). Compare each peak with `lora_lab.memory`'s estimate for the same model and step (`estimate_memory`:
+# weights, 4-bit constants, LoRA weights, gradients, AdamW state, activations). A 4-bit step needs one
+# more thing the estimate leaves out: while a layer's matmul runs, its weight exists dequantized — the
+# largest one, MLP 11008 × 4096 in fp32, is 172 MiB (`memory.dequantize_workspace`).
+
+# %% tags=["nbval-ignore-output"]
+reports = measuring.result()
+MiB = 2**20
+workspace = dequantize_workspace(step_memory.llama_config(step_config), "float32")
+peaks, rows = {}, []
+for method, r in reports.items():
+    estimate = sum(r["estimate"].values())
+    expected = estimate + (workspace if method != "lora" else 0)
+    peaks[method] = r["step_peak_mib"] - r["start_mib"]
+    rows.append((step_memory.METHODS[method], f"{estimate / MiB:.0f}", f"{expected / MiB:.0f}", f"{peaks[method]:.0f}",
+                 f"{peaks[method] - expected / MiB:+.0f}", f"{r['activations_saved'] / MiB:.0f}",
+                 f"{r['step_seconds']:.1f}"))
+plots.print_table(["configuration", "estimate MiB", "+ workspace MiB", "measured peak MiB", "difference",
+                   "activations kept MiB", "step s"], rows)
+print(f"activations the estimate expects: {reports['qlora']['estimate']['activations'] / MiB:.0f} MiB")
+
+# %%
+assert workspace == 11008 * 4096 * 4  # 172 MiB
+held, estimated = reports["qlora"]["held"], reports["qlora"]["estimate"]
+assert all(held[part] == estimated[part] for part in held)  # every stored part: the estimate's bytes exactly
+lora, ours, theirs, naive = (peaks[m] for m in ("lora", "qlora", "bnb-peft", "qlora-float-copy"))
+# weights 1.6 GiB in fp32 against 0.24 GiB in 4 bits; the dequantize workspace and the step's fixed
+# costs (~0.3 GiB together) keep QLoRA near 0.35 of LoRA here: 0.5 leaves room for other machines
+assert ours < 0.5 * lora and theirs < 0.5 * lora
+assert ours < 1.4 * theirs  # lora_lab's pure-PyTorch dequantize holds one more buffer than bitsandbytes' kernel
+assert naive > 0.9 * lora  # dequantize + F.linear keeps every weight in fp32 until backward: no saving
+extra = reports["qlora-float-copy"]["activations_saved"] - reports["qlora"]["activations_saved"]
+assert abs((naive - ours) - extra / MiB) < 0.25 * extra / MiB  # and those kept copies are the difference
+for method in ("lora", "qlora", "bnb-peft"):
+    expected = (sum(reports[method]["estimate"].values()) + (workspace if method != "lora" else 0)) / MiB
+    # measured within -10% .. +30% + 50 MiB of the estimate. Above it: a first step's one-time costs
+    # (library buffers, Python objects), lora_lab's dequantize holding an int32 per four codes while it
+    # runs (43 MiB here), and where the C library keeps freed memory (not glibc as told above, but other
+    # systems' may), that slack. Below it, a little: AdamW's state is made after backward freed the activations
+    assert -0.10 * expected < peaks[method] - expected < 0.30 * expected + 50, (method, peaks[method], expected)
+
+# %% [markdown]
+# **What this shows.** With the codes kept instead of a float copy, QLoRA's training step needs well
+# under half of LoRA's memory here, and lora_lab's layer lands near bitsandbytes + PEFT (its dequantize
+# is pure PyTorch and holds one more temporary buffer). Written the naive way, the same 4-bit model
+# needs about as much as the fp32 one during training: every dequantized weight stays alive until
+# backward, on top of the 4-bit codes. The estimate accounts for every stored part to the
+# byte; what it leaves out — the weight being dequantized right now, lora_lab's int32 lookup buffer
+# (one byte per weight of that layer), and the fixed costs of a process — is what the differences show. The step times show the price of the second dequantization (not
+# asserted: timings depend on the machine).
+#
+# On a GPU the same comparison uses `torch.cuda.max_memory_allocated()` instead of RSS;
+# `benchmarks/gpu_check.py` runs it for the full Llama-2-7B recipe under a T4's memory.
+
+# %% [markdown]
 # ## Merging the adapter back
 #
 # For serving, you fold ΔW = (α/r)·B·A into the weight so inference is a single matmul again. With a

@@ -14,6 +14,7 @@ from lora_lab.step_memory import (
     main,
     measure,
     random_nf4,
+    start,
 )
 
 SMALL = StepConfig(hidden_size=128, intermediate_size=256, num_attention_heads=4, num_hidden_layers=1, vocab_size=64)
@@ -46,5 +47,7 @@ def test_build_model_holds_the_base_as_asked(method, base):
 def test_bad_arguments():
     with pytest.raises(ValueError, match="method='qlora4'"):
         measure(("qlora4",), SMALL)
+    with pytest.raises(ValueError, match="parallel=0"):
+        start(("qlora",), SMALL, parallel=0)
     with pytest.raises(SystemExit):
         main(["qlora", "--config", '{"layers": 2}'])  # StepConfig calls it num_hidden_layers
