@@ -51,3 +51,12 @@ def test_bad_arguments():
         start(("qlora",), SMALL, parallel=0)
     with pytest.raises(SystemExit):
         main(["qlora", "--config", '{"layers": 2}'])  # StepConfig calls it num_hidden_layers
+
+
+def test_dequantize_workspace_is_the_largest_4bit_weight():
+    from lora_lab.memory import LLAMA2_7B, dequantize_workspace
+
+    assert dequantize_workspace(LLAMA2_7B, "float16") == 11008 * 4096 * 2  # an MLP weight, 86 MiB on a T4
+    assert dequantize_workspace(LLAMA2_7B, "float32") == 11008 * 4096 * 4
+    with pytest.raises(ValueError, match="compute_dtype='int8'"):
+        dequantize_workspace(LLAMA2_7B, "int8")
