@@ -241,3 +241,19 @@ def peak_memory_mb(device: str | torch.device | None = None) -> float:
     import sys
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # macOS counts bytes, Linux KiB
+
+
+def dequantize_workspace(model_config, compute_dtype: str = "float16") -> int:
+    """Bytes of the largest 4-bit linear weight dequantized to `compute_dtype`: what a 4-bit matmul adds at its
+    peak, for the length of one matmul (forward, and again in backward), on top of what estimate_memory counts.
+
+    model_config: as for estimate_memory. 0 if the model has no linear layer but its output head.
+    """
+    if compute_dtype not in DTYPE_BYTES:
+        raise ValueError(f"compute_dtype={compute_dtype!r} is not one of {tuple(DTYPE_BYTES)}")
+    if isinstance(model_config, dict):
+        from transformers import LlamaConfig
+        model_config = LlamaConfig(**model_config)
+    model = model_config if isinstance(model_config, nn.Module) else meta_model(model_config)
+    sizes = [i * o for _, i, o, head in _linear_layers(model) if not head]
+    return max(sizes, default=0) * DTYPE_BYTES[compute_dtype]

@@ -1,5 +1,10 @@
 """QLoRA: a frozen 4-bit NF4 base weight under a trainable LoRA adapter (Dettmers et al. 2023,
-arXiv 2305.14314): dequantize to the compute dtype, matmul, add B·A·x."""
+arXiv 2305.14314): dequantize to the compute dtype, matmul, add B·A·x.
+
+The 4-bit matmul is its own autograd function, as bitsandbytes' MatMul4Bit is: it keeps only the
+4-bit weight for the backward pass and dequantizes it a second time there."""
+
+import dataclasses
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +32,45 @@ def check_compute_dtype(compute_dtype: torch.dtype | str, device: torch.device |
     return dtype
 
 
+class MatMulNF4(torch.autograd.Function):
+    """y = x · dequant(W)ᵀ + b, keeping for backward the 4-bit W, never its dequantized float copy.
+
+    Plain `F.linear(x, w)` makes autograd save w: it needs w for the input gradient, dy · w. For a
+    4-bit layer w is a fresh full-precision tensor (4 or 2 bytes per weight instead of about 0.52),
+    held from the forward until the backward. This function saves the packed codes and block scales
+    instead, which the layer holds anyway, and rebuilds w in `backward`: one more dequantization per
+    layer and step, in exchange for no float weight between forward and backward. The base weight
+    gets no gradient; a bias that requires one (PEFT's bias="all") gets it.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, q: NF4Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        w = dequantize_nf4(q, x.dtype)  # (out, in) in the compute dtype, freed when forward returns
+        ctx.save_for_backward(q.packed, q.absmax, q.offset, q.absmax2)  # the layer's own tensors: no new memory
+        ctx.q = dataclasses.replace(q, packed=None, absmax=None, offset=None, absmax2=None)  # shape, dtype, blocksize
+        return F.linear(x, w, bias)  # (..., out)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        grad_x = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            packed, absmax, offset, absmax2 = ctx.saved_tensors
+            q = dataclasses.replace(ctx.q, packed=packed, absmax=absmax, offset=offset, absmax2=absmax2)
+            grad_x = torch.matmul(grad_out, dequantize_nf4(q, grad_out.dtype))  # (..., out) @ (out, in): the second dequantize
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad_out.reshape(-1, grad_out.shape[-1]).sum(0)  # (out,)
+        return grad_x, None, grad_bias
+
+
+def matmul_nf4(x: torch.Tensor, q: NF4Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x: (..., in) in the compute dtype, q: an (out, in) NF4Tensor, bias: (out,) or None -> (..., out)."""
+    if x.shape[-1] != q.shape[1]:
+        raise ValueError(f"x has {x.shape[-1]} features in its last dimension, the weight takes {q.shape[1]}")
+    return MatMulNF4.apply(x, q, bias)
+
+
 class NF4Linear(nn.Module):
-    """A frozen linear layer stored in 4 bits, like bitsandbytes' Linear4bit: dequantize, then matmul."""
+    """A frozen linear layer stored in 4 bits, like bitsandbytes' Linear4bit: dequantize, then matmul (MatMulNF4)."""
 
     def __init__(self, weight: NF4Tensor, bias: torch.Tensor | None = None,
                  compute_dtype: torch.dtype | str = torch.float32):
@@ -76,9 +118,9 @@ class NF4Linear(nn.Module):
                                   self.quant_type))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.dequantize()  # (out, in) in compute dtype; a temporary, freed after the matmul
+        # not F.linear(x, self.dequantize()): autograd would keep that float weight until backward
         bias = None if self.bias is None else self.bias.to(self.compute_dtype)
-        return F.linear(x.to(self.compute_dtype), w, bias).to(x.dtype)  # (..., out) in the input's dtype
+        return matmul_nf4(x.to(self.compute_dtype), self.quant_state, bias).to(x.dtype)  # (..., out) in x's dtype
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "

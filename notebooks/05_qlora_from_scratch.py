@@ -25,6 +25,8 @@
 #
 # In this notebook you will
 # - put NF4 and LoRA together into a QLoRA layer and check it against its formula,
+# - see what autograd keeps for the backward pass, why a naive 4-bit layer loses QLoRA's saving in
+#   training, and measure the peak memory of a training step with LoRA, QLoRA and bitsandbytes + PEFT,
 # - fine-tune the tiny Llama twice with the same plain PyTorch loop (no Trainer): LoRA over the fp32
 #   weights, and QLoRA over 4-bit weights,
 # - compare their loss curves and held-out scores,
@@ -51,16 +53,30 @@ if "google.colab" in sys.modules:
 
 # %% tags=["nbval-ignore-output"]
 import copy
+import inspect
 import time
+from unittest import mock
 
+import bitsandbytes as bnb
 import torch
 from transformers.utils import logging
 
 import lora_lab
-from lora_lab import LoraConfig, count_parameters, evaluate, inject_lora, merge_lora, plots
+import lora_lab.qlora
+from lora_lab import (
+    LoraConfig,
+    NF4Tensor,
+    count_parameters,
+    evaluate,
+    inject_lora,
+    merge_lora,
+    plots,
+    step_memory,
+)
 from lora_lab.env import versions
 from lora_lab.lora import lora_layers
-from lora_lab.qlora import QLoRALinear, get_qlora_model, merge_and_dequantize
+from lora_lab.memory import dequantize_workspace
+from lora_lab.qlora import MatMulNF4, NF4Linear, QLoRALinear, get_qlora_model, merge_and_dequantize
 from lora_lab.tasks import format_llama2, parse_llama2
 from lora_lab.train import TrainConfig, tokenize_rows, train
 
@@ -101,6 +117,115 @@ print(f"q_proj weight: {q_proj.weight.numel() * 4:,} bytes in fp32, {stored.nbyt
       f"({stored.bits_per_param:.3f} bits per weight); adapter: {16 * (192 + 192) * 4:,} bytes")
 print(f"largest change 4-bit rounding made to a weight: {(w - q_proj.weight).abs().max():.4f} "
       f"(weights span ±{q_proj.weight.abs().max():.3f})")
+
+# %% [markdown]
+# ## What the backward pass keeps
+#
+# Training runs backward as well as forward. For every layer, backward computes the gradient of the
+# loss with respect to the layer's input, which the layers below need; for y = x·Wᵀ that is
+#
+# $$\frac{\partial L}{\partial x} = \frac{\partial L}{\partial y}\,W .$$
+#
+# So autograd *saves* W during the forward pass and holds it until backward reaches the layer. For an
+# `nn.Linear` this costs nothing: W is the layer's own parameter, held anyway. But a 4-bit layer that
+# dequantizes and then calls `F.linear(x, w)` hands autograd a *fresh* float tensor w, and autograd
+# keeps it — for every layer whose input needs a gradient, which in a fine-tune is every layer but the
+# first — from the forward pass until the backward pass. During training the model holds its weights
+# in full precision after all, and QLoRA's saving is gone.
+#
+# So `NF4Linear` does its matmul in a small `torch.autograd.Function`, as bitsandbytes' `MatMul4Bit`
+# does: the forward saves the packed 4-bit codes and the block scales — which the layer holds anyway —
+# and the backward dequantizes them a second time to compute ∂L/∂y · W. The base weight gets no
+# gradient: it is frozen (and a tensor of uint8 codes could not have one).
+
+# %%
+print(inspect.getsource(MatMulNF4.forward))
+print(inspect.getsource(MatMulNF4.backward))
+
+# %% [markdown]
+# Count what each way keeps. `step_memory.kept_for_backward(fn, layer)` runs `fn()` under
+# `torch.autograd.graph.saved_tensors_hooks`, which sees every tensor autograd saves, and walks the
+# graph for tensors a custom Function keeps on its context instead (bitsandbytes' way, which no hook
+# sees). A tensor is *new* unless its storage is one the layer holds anyway. Four ways to run a
+# 512 × 512 layer, the 4-bit ones holding the same bytes (NF4, double quantization), on an input that
+# needs a gradient:
+
+# %%
+torch.manual_seed(0)
+fp32_layer = torch.nn.Linear(512, 512).requires_grad_(False)
+bnb_layer = bnb.nn.Linear4bit(512, 512, compute_dtype=torch.float32, compress_statistics=True, quant_type="nf4")
+bnb_layer.load_state_dict(fp32_layer.state_dict())
+bnb_layer = bnb_layer.to("cpu").train()  # bitsandbytes quantizes here; train mode, as in a fine-tune
+nf4_layer = NF4Linear(NF4Tensor.from_bitsandbytes(bnb_layer.weight.data, bnb_layer.weight.quant_state),
+                      fp32_layer.bias)  # the very same bytes
+x = torch.randn(8, 512, requires_grad=True)
+ways = {
+    "nn.Linear, fp32": (fp32_layer, lambda: fp32_layer(x)),
+    "dequantize, then F.linear": (nf4_layer, lambda: torch.nn.functional.linear(x, nf4_layer.dequantize(),
+                                                                                 nf4_layer.bias)),
+    "NF4Linear (MatMulNF4)": (nf4_layer, lambda: nf4_layer(x)),
+    "bitsandbytes Linear4bit": (bnb_layer, lambda: bnb_layer(x)),
+}
+kept = {label: step_memory.kept_for_backward(fn, layer) for label, (layer, fn) in ways.items()}
+total = {label: sum(r["bytes"] for r in rows) for label, rows in kept.items()}
+new = {label: sum(r["bytes"] for r in rows if not r["own"]) for label, rows in kept.items()}
+plots.print_table(["forward", "tensors kept", "bytes kept", "of them new", "largest tensor kept"],
+                  [(label, len(rows), f"{total[label]:,}", f"{new[label]:,}",
+                    f"{max(r['bytes'] for r in rows):,} B {r['dtype']}") for label, rows in kept.items()
+                   for r in [max(rows, key=lambda r: r["bytes"])]])
+assert new["dequantize, then F.linear"] == 512 * 512 * 4 == 8 * 512 * 512 // 2  # a fresh fp32 copy of the weight
+assert new["NF4Linear (MatMulNF4)"] == new["bitsandbytes Linear4bit"] == new["nn.Linear, fp32"] == 0
+assert total["NF4Linear (MatMulNF4)"] == nf4_layer.quant_state.nbytes <= total["bitsandbytes Linear4bit"]
+
+# %% [markdown]
+# The fp32 layer and both 4-bit layers keep only what they hold anyway; bitsandbytes keeps a little
+# more (its QuantState carries the two code tables). Dequantize-then-matmul keeps a new megabyte, eight
+# times the packed codes. The price of keeping the codes instead: one more dequantization per layer in
+# every backward pass. Counted:
+
+# %%
+def dequantizations(fn) -> int:
+    """How often lora_lab's dequantize_nf4 runs during a forward and backward of fn()."""
+    with mock.patch.object(lora_lab.qlora, "dequantize_nf4", wraps=lora_lab.qlora.dequantize_nf4) as spy:
+        fn().sum().backward()
+    return spy.call_count
+
+
+counts = {label: dequantizations(ways[label][1]) for label in ("dequantize, then F.linear", "NF4Linear (MatMulNF4)")}
+print(counts)
+assert counts == {"dequantize, then F.linear": 1, "NF4Linear (MatMulNF4)": 2}
+
+# %% [markdown]
+# ## Peak memory of one training step
+#
+# Now a whole training step (forward, backward, AdamW step) on a model whose weights dominate: a Llama
+# with Llama-2-7B's layer widths (hidden 4096, MLP 11008, 32 heads) but two layers and the tiny
+# Llama's 1,536-token vocabulary, LoRA r = 16 on all seven projections, one row of 32 tokens. Four
+# configurations:
+#
+# - **LoRA, fp32 base** — lora_lab's `LoRALinear` over full-precision weights;
+# - **QLoRA, lora_lab** — `QLoRALinear` over `NF4Linear`;
+# - **QLoRA, dequantize + F.linear** — the same, but the 4-bit layer written the naive way;
+# - **QLoRA, bitsandbytes + PEFT** — PEFT's LoRA over bitsandbytes' `Linear4bit`, same bytes as ours.
+#
+# **How it is measured.** Each configuration runs in its own fresh Python process
+# (`python -m lora_lab.step_memory METHOD`). A process's peak resident set size — the most memory the
+# operating system ever counted as in use by it, `getrusage`'s `ru_maxrss` — only grows, so one process
+# can measure one thing. The process imports its libraries, notes its resident size, builds the model
+# one weight at a time (4-bit weights straight from random codes, as a 4-bit checkpoint loads, so no
+# float copy of the model ever exists), runs one step, and reports its peak minus that starting size.
+# It also checks that the step, not the build, set the peak. Peak RSS counts everything the process
+# holds — tensors, libraries' buffers, Python objects — so it is the honest upper figure. (On Linux the
+# process sets glibc's `MALLOC_MMAP_THRESHOLD_`, so that memory it frees goes back to the operating
+# system at once instead of being kept by the C library for later, which RSS would count as in use.)
+#
+# The four processes need about half a minute of one CPU core between them. They start now and run in
+# the background, one at a time, while the tiny models train below (on one core); their results are
+# read after the training.
+
+# %%
+step_config = step_memory.StepConfig()  # 7B's widths, 2 layers, vocabulary 1,536, r = 16, one row of 32 tokens
+measuring = step_memory.start(cfg=step_config, parallel=1)  # four processes, one after another, in the background
 
 # %% [markdown]
 # ## Two models, one recipe
@@ -210,7 +335,66 @@ assert abs(gap) <= 0.05  # 4-bit QLoRA within 5 points of fp32 LoRA (one seed; h
 # quantization matched 16-bit LoRA on GLUE and MMLU), here on a 2.4M-parameter model and one seed, so
 # read it as a demonstration, not a measurement. Why it works: the adapter trains *against* the
 # quantized weights, so whatever the 4-bit rounding changed, the adapter can learn around it.
+
+# %% [markdown]
+# ## Peak memory of one training step: the results
 #
+# The four measuring processes started before the training have finished by now (`result()` waits if
+# not). Compare each peak with `lora_lab.memory`'s estimate for the same model and step (`estimate_memory`:
+# weights, 4-bit constants, LoRA weights, gradients, AdamW state, activations). A 4-bit step needs one
+# more thing the estimate leaves out: while a layer's matmul runs, its weight exists dequantized — the
+# largest one, MLP 11008 × 4096 in fp32, is 172 MiB (`memory.dequantize_workspace`).
+
+# %% tags=["nbval-ignore-output"]
+reports = measuring.result()
+MiB = 2**20
+workspace = dequantize_workspace(step_memory.llama_config(step_config), "float32")
+peaks, rows = {}, []
+for method, r in reports.items():
+    estimate = sum(r["estimate"].values())
+    expected = estimate + (workspace if method != "lora" else 0)
+    peaks[method] = r["step_peak_mib"] - r["start_mib"]
+    rows.append((step_memory.METHODS[method], f"{estimate / MiB:.0f}", f"{expected / MiB:.0f}", f"{peaks[method]:.0f}",
+                 f"{peaks[method] - expected / MiB:+.0f}", f"{r['activations_saved'] / MiB:.0f}",
+                 f"{r['step_seconds']:.1f}"))
+plots.print_table(["configuration", "estimate MiB", "+ workspace MiB", "measured peak MiB", "difference",
+                   "activations kept MiB", "step s"], rows)
+print(f"activations the estimate expects: {reports['qlora']['estimate']['activations'] / MiB:.0f} MiB")
+
+# %%
+assert workspace == 11008 * 4096 * 4  # 172 MiB
+held, estimated = reports["qlora"]["held"], reports["qlora"]["estimate"]
+assert all(held[part] == estimated[part] for part in held)  # every stored part: the estimate's bytes exactly
+lora, ours, theirs, naive = (peaks[m] for m in ("lora", "qlora", "bnb-peft", "qlora-float-copy"))
+# weights 1.6 GiB in fp32 against 0.24 GiB in 4 bits; the dequantize workspace and the step's fixed
+# costs (~0.3 GiB together) keep QLoRA near 0.35 of LoRA here: 0.5 leaves room for other machines
+assert ours < 0.5 * lora and theirs < 0.5 * lora
+assert ours < 1.4 * theirs  # lora_lab's pure-PyTorch dequantize holds one more buffer than bitsandbytes' kernel
+assert naive > 0.9 * lora  # dequantize + F.linear keeps every weight in fp32 until backward: no saving
+extra = reports["qlora-float-copy"]["activations_saved"] - reports["qlora"]["activations_saved"]
+assert abs((naive - ours) - extra / MiB) < 0.25 * extra / MiB  # and those kept copies are the difference
+for method in ("lora", "qlora", "bnb-peft"):
+    expected = (sum(reports[method]["estimate"].values()) + (workspace if method != "lora" else 0)) / MiB
+    # measured within -10% .. +30% + 50 MiB of the estimate. Above it: a first step's one-time costs
+    # (library buffers, Python objects), lora_lab's dequantize holding an int32 per four codes while it
+    # runs (43 MiB here), and where the C library keeps freed memory (not glibc as told above, but other
+    # systems' may), that slack. Below it, a little: AdamW's state is made after backward freed the activations
+    assert -0.10 * expected < peaks[method] - expected < 0.30 * expected + 50, (method, peaks[method], expected)
+
+# %% [markdown]
+# **What this shows.** With the codes kept instead of a float copy, QLoRA's training step needs well
+# under half of LoRA's memory here, and lora_lab's layer lands near bitsandbytes + PEFT (its dequantize
+# is pure PyTorch and holds one more temporary buffer). Written the naive way, the same 4-bit model
+# needs about as much as the fp32 one during training: every dequantized weight stays alive until
+# backward, on top of the 4-bit codes. The estimate accounts for every stored part to the
+# byte; what it leaves out — the weight being dequantized right now, lora_lab's int32 lookup buffer
+# (one byte per weight of that layer), and the fixed costs of a process — is what the differences show. The step times show the price of the second dequantization (not
+# asserted: timings depend on the machine).
+#
+# On a GPU the same comparison uses `torch.cuda.max_memory_allocated()` instead of RSS;
+# `benchmarks/gpu_check.py` runs it for the full Llama-2-7B recipe under a T4's memory.
+
+# %% [markdown]
 # ## Merging the adapter back
 #
 # For serving, you fold ΔW = (α/r)·B·A into the weight so inference is a single matmul again. With a

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from transformers import BitsAndBytesConfig, LlamaConfig, LlamaForCausalLM
 
+import lora_lab.qlora
 from lora_lab.lora import LoraConfig, count_parameters
 from lora_lab.nf4 import NF4Tensor, dequantize_nf4, quantize_nf4
 from lora_lab.qlora import (
@@ -18,6 +19,7 @@ from lora_lab.qlora import (
     merge_and_dequantize,
     quantize_model,
 )
+from lora_lab.step_memory import kept_for_backward
 
 bnb = pytest.importorskip("bitsandbytes")
 
@@ -67,6 +69,90 @@ def test_qlora_forward_equals_bitsandbytes_linear4bit_with_peft_lora(double_quan
     if not double_quant:  # quantizing the same nn.Linear ourselves gives the same bytes
         mine = NF4Linear.from_linear(lin, double_quant=False)
         assert torch.equal(mine.weight, packed.view(-1)) and torch.equal(mine.absmax, state.absmax)
+
+
+def bnb_and_ours(double_quant=True, in_features=256, out_features=128):
+    """bitsandbytes' Linear4bit and our NF4Linear holding the same bytes, in train mode.
+
+    Widths are multiples of 64 and the layer trains: on AVX-512 CPUs bitsandbytes 0.50.2 dequantizes
+    wrongly when the last dimension is not a multiple of the blocksize, and repacks its weight in eval mode.
+    """
+    lin = linear(in_features, out_features)
+    l4 = bnb.nn.Linear4bit(in_features, out_features, bias=True, compute_dtype=torch.float32,
+                           compress_statistics=double_quant, quant_type="nf4")
+    l4.load_state_dict(lin.state_dict())
+    l4 = l4.to("cpu").train()  # bitsandbytes quantizes here
+    ours = NF4Linear(NF4Tensor.from_bitsandbytes(l4.weight.data, l4.weight.quant_state), lin.bias)
+    return lin.requires_grad_(False), l4, ours
+
+
+def test_4bit_matmul_keeps_only_the_4bit_weight_for_backward():
+    lin, l4, ours = bnb_and_ours()
+    x = torch.randn(2, 5, 256, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    fp32_bytes = 128 * 256 * 4  # the weight in full precision
+    kept = {name: kept_for_backward(lambda m=m: m(x), m) for name, m in
+            (("nn.Linear", lin), ("NF4Linear", ours), ("Linear4bit", l4))}
+    kept["dequantize + F.linear"] = kept_for_backward(lambda: nn.functional.linear(x, ours.dequantize(), ours.bias), ours)
+    total = {name: sum(r["bytes"] for r in rows) for name, rows in kept.items()}
+    new = {name: sum(r["bytes"] for r in rows if not r["own"]) for name, rows in kept.items()}
+    # nn.Linear keeps its own fp32 weight; dequantize-then-matmul keeps a fresh fp32 copy of it
+    assert total["nn.Linear"] == fp32_bytes and new["nn.Linear"] == 0
+    assert new["dequantize + F.linear"] == fp32_bytes
+    # ours: the packed codes and block scales the layer holds anyway, nothing else
+    assert max(r["bytes"] for r in kept["NF4Linear"]) == 128 * 256 // 2
+    assert all(r["own"] and r["via"] == "saved" for r in kept["NF4Linear"])
+    assert total["NF4Linear"] == ours.quant_state.nbytes == 16_908
+    # bitsandbytes keeps its packed weight and QuantState (code tables included) on the Function's context
+    assert {r["via"] for r in kept["Linear4bit"]} == {"MatMul4BitBackward"} and new["Linear4bit"] == 0
+    assert total["NF4Linear"] <= total["Linear4bit"] and new["NF4Linear"] <= new["Linear4bit"]
+
+
+@pytest.mark.parametrize("double_quant", [False, True], ids=["plain", "dq"])
+def test_qlora_gradients_equal_bitsandbytes_with_peft_exactly(double_quant):
+    _, l4, base = bnb_and_ours(double_quant)
+    theirs = peft.get_peft_model(nn.Sequential(l4), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["0"],
+                                                                      init_lora_weights=False))
+    peft_layer = theirs.base_model.model[0]
+    ours = QLoRALinear(base, r=4, lora_alpha=8)
+    with torch.no_grad():
+        ours.lora_A.weight.copy_(peft_layer.lora_A["default"].weight)
+        ours.lora_B.weight.copy_(peft_layer.lora_B["default"].weight)  # B != 0
+    x = torch.randn(2, 5, 256, generator=torch.Generator().manual_seed(3))
+    grad = torch.randn(2, 5, 128, generator=torch.Generator().manual_seed(4))
+    x_ours, x_theirs = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    y_ours, y_theirs = ours(x_ours), theirs(x_theirs)
+    y_ours.backward(grad)
+    y_theirs.backward(grad)
+    assert torch.equal(y_ours, y_theirs)  # the same dequantized weight, the same matmuls
+    assert torch.equal(x_ours.grad, x_theirs.grad)
+    assert torch.equal(ours.lora_A.weight.grad, peft_layer.lora_A["default"].weight.grad)
+    assert torch.equal(ours.lora_B.weight.grad, peft_layer.lora_B["default"].weight.grad)
+
+
+def test_backward_dequantizes_again(monkeypatch):
+    layer = NF4Linear.from_linear(linear(256, 128))
+    w = layer.dequantize()  # (128, 256)
+    calls = []
+    monkeypatch.setattr(lora_lab.qlora, "dequantize_nf4", lambda *a: calls.append(1) or dequantize_nf4(*a))
+    x = torch.randn(3, 256, requires_grad=True)
+    y = layer(x)
+    assert len(calls) == 1
+    y.backward(torch.ones_like(y))
+    assert len(calls) == 2  # the price of keeping no float weight: one more dequantization per backward
+    assert torch.equal(x.grad, torch.ones(3, 128) @ w)
+    with torch.no_grad():
+        layer(x)
+    assert len(calls) == 3
+
+
+def test_a_trainable_bias_gets_its_gradient():
+    layer = NF4Linear.from_linear(linear(256, 128))
+    layer.bias.requires_grad_(True)  # PEFT's bias="all" trains the base layer's bias
+    x = torch.randn(2, 3, 256)
+    layer(x).pow(2).sum().backward()
+    b = layer.bias.detach().clone().requires_grad_(True)
+    nn.functional.linear(x, layer.dequantize(), b).pow(2).sum().backward()
+    torch.testing.assert_close(layer.bias.grad, b.grad)
 
 
 def test_gradients_reach_only_a_and_b():
