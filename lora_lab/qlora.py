@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .lora import LoraConfig, LoRALinear, inject_lora, lora_layers
+from .lora import LoraConfig, LoRALinear, inject_lora, lora_layers, merge_lora
 from .nf4 import NF4Tensor, dequantize_nf4, quantize_4bit
 
 COMPUTE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -205,7 +205,9 @@ def merge_and_dequantize(model: nn.Module, dtype: torch.dtype | None = None) -> 
     """Replace every QLoRALinear by the plain nn.Linear of its dequantized_merge(), in place."""
     layers = [(name, layer) for name, layer in lora_layers(model) if isinstance(layer, QLoRALinear)]
     if not layers:
-        raise ValueError(f"{type(model).__name__} has no QLoRALinear layers to merge")
+        if lora_layers(model):  # LoRA over another 4-bit base, e.g. bitsandbytes' Linear4bit: the same exact merge
+            return merge_lora(model, unload=True, dequantize=True)
+        raise ValueError(f"{type(model).__name__} has no LoRA layers to merge; call get_qlora_model or inject_lora first")
     for name, layer in layers:
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent), child, layer.dequantized_merge(dtype))

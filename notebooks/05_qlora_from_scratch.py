@@ -54,8 +54,11 @@ if "google.colab" in sys.modules:
 # %% tags=["nbval-ignore-output"]
 import copy
 import inspect
+import logging as stdlib_logging
 import time
 from unittest import mock
+
+stdlib_logging.getLogger("bitsandbytes").setLevel(stdlib_logging.ERROR)  # on AVX512-BF16 CPUs it advises `pip install kernels`: not needed here
 
 import bitsandbytes as bnb
 import torch
@@ -109,8 +112,13 @@ print(layer)
 
 x = torch.randn(4, 192)
 w = layer.base_layer.dequantize()  # (192, 192) fp32, rebuilt from 4-bit codes
-by_hand = x @ w.T + (x @ layer.lora_A.weight.T @ layer.lora_B.weight.T) * layer.scaling
-assert torch.allclose(layer(x), by_hand, atol=1e-5)
+# the same computation as notebook 02's LoRALinear over an ordinary layer holding the dequantized weight
+# (Exercise 1 asks you to write it out from the parts)
+twin = lora_lab.LoRALinear(torch.nn.Linear(192, 192, bias=False), r=16, lora_alpha=32)
+with torch.no_grad():
+    for name in ("base_layer", "lora_A", "lora_B"):
+        getattr(twin, name).weight.copy_(w if name == "base_layer" else getattr(layer, name).weight)
+assert torch.allclose(layer(x), twin(x), atol=1e-5)
 
 stored = layer.base_layer.quant_state
 print(f"q_proj weight: {q_proj.weight.numel() * 4:,} bytes in fp32, {stored.nbytes:,} bytes in NF4 "
@@ -295,7 +303,7 @@ for label, model in (("LoRA", lora_model), ("QLoRA", qlora_model)):
     runs[label] = train(model, tok, train_texts, TrainConfig(steps=STEPS, lr=2e-3, seed=0))
     print(f"{label}: {STEPS} steps in {time.time() - t0:.0f} s, last loss {runs[label].losses[-1]:.3f}")
 
-# %%
+# %% tags=["nbval-ignore-output"]
 def smooth(values, k=10):
     """Moving average over k steps, for a readable curve."""
     return [sum(values[max(0, i - k + 1):i + 1]) / len(values[max(0, i - k + 1):i + 1]) for i in range(len(values))]
@@ -303,13 +311,20 @@ def smooth(values, k=10):
 
 fig, (ax,) = plots.figure(width=6, height=3.2)
 plots.plot_curves(ax, {label: smooth(run.losses) for label, run in runs.items()},
+                  styles={"QLoRA": {"ls": "--", "lw": 2}},  # dashed and wider: visible where the two overlap
                   ylabel="loss on answer tokens", title="LoRA vs QLoRA, same recipe")
 ax.set_yscale("log")
 for run in runs.values():
     assert sum(run.losses[-20:]) / 20 < 0.3 * sum(run.losses[:5]) / 5  # the loss fell
+curve_gap = max(abs(a - b) for a, b in zip(smooth(runs["LoRA"].losses), smooth(runs["QLoRA"].losses)))
+late_gap = abs(sum(runs["LoRA"].losses[-20:]) - sum(runs["QLoRA"].losses[-20:])) / 20
+print(f"largest gap between the smoothed curves: {curve_gap:.2f} (loss units); over the last 20 steps: "
+      f"{late_gap:.3f}")
+assert late_gap < 0.1  # both end at the same loss, to within a tenth
 
 # %% [markdown]
-# The two curves lie almost on top of each other. Now the number that matters: exact-match accuracy on
+# The two curves lie almost on top of each other (the printed gaps say how close; they vary a little
+# from one CPU to another, as every trained number does). Now the number that matters: exact-match accuracy on
 # the 250 held-out instructions, none of which the models saw in training.
 
 # %% tags=["nbval-ignore-output"]
@@ -326,12 +341,13 @@ print(f"QLoRA - LoRA: {gap:+.1%}")
 # %%
 assert scores["base model"]["accuracy"] <= 0.20
 assert scores["LoRA"]["accuracy"] >= 0.85 and scores["QLoRA"]["accuracy"] >= 0.85
-assert abs(gap) <= 0.05  # 4-bit QLoRA within 5 points of fp32 LoRA (one seed; here it was +2.0)
+assert abs(gap) <= 0.05  # 4-bit QLoRA within 5 points of fp32 LoRA, on this one seed
 
 # %% [markdown]
 # **What this shows.** Fine-tuning through a 4-bit copy of the weights trained as well as fine-tuning
-# the full-precision model: same loss curve, held-out scores a few points apart — the kind of gap a
-# different seed also produces. That is the QLoRA paper's finding (its Table 3: NF4 with double
+# the full-precision model: the same loss curve, and held-out scores within 5 points (the table above).
+# How much of that gap is the 4-bit base and how much chance, one seed cannot say: this notebook trains
+# each once, and a second seed would take another minute. That is the QLoRA paper's finding (its Table 3: NF4 with double
 # quantization matched 16-bit LoRA on GLUE and MMLU), here on a 2.4M-parameter model and one seed, so
 # read it as a demonstration, not a measurement. Why it works: the adapter trains *against* the
 # quantized weights, so whatever the 4-bit rounding changed, the adapter can learn around it.

@@ -83,3 +83,12 @@ def test_links_work_in_colab(path):
                 assert target.startswith(("https://", "#")), f"{path.name}: relative link {target!r}"
                 if target.startswith(f"{REPO}/blob/main/"):
                     assert (ROOT / target.removeprefix(f"{REPO}/blob/main/")).exists(), target
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_stored_warning_or_error(path):
+    # red text in a committed notebook tells a learner to act (install this, fix that): never store one
+    for i, cell in enumerate(_cells(path)):
+        for out in cell.get("outputs", []):
+            assert out.get("name") != "stderr", f"{path.name} cell {i} stores stderr: {''.join(out['text'])[:200]}"
+            assert out["output_type"] != "error", f"{path.name} cell {i} stores an error"

@@ -254,3 +254,25 @@ def test_bad_use_raises_clear_errors():
     model = get_qlora_model(tiny_llama(), LoraConfig(r=4))
     with pytest.raises(ValueError, match="quantize first"):
         quantize_model(model)
+
+
+def test_merge_and_dequantize_also_merges_lora_over_bitsandbytes_exactly():
+    import bitsandbytes as bnb
+
+    from lora_lab import LoraConfig, inject_lora, merge_and_dequantize
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64, bias=False))
+    q4 = bnb.nn.Linear4bit(64, 64, bias=False, compute_dtype=torch.float32, quant_type="nf4")
+    q4.weight = bnb.nn.Params4bit(model[0].weight.data.clone(), requires_grad=False, quant_type="nf4")
+    model[0] = q4.to("cpu")
+    model = inject_lora(model, LoraConfig(r=4, lora_alpha=8, target_modules=["0"]))
+    torch.nn.init.normal_(model[0].lora_B.weight, std=0.1)  # a trained-looking adapter
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        want = model(x)
+        merged = merge_and_dequantize(model)
+        assert type(merged[0]) is torch.nn.Linear
+        assert torch.allclose(merged(x), want, atol=1e-5)
+    with pytest.raises(ValueError, match="no LoRA layers"):
+        merge_and_dequantize(torch.nn.Sequential(torch.nn.Linear(4, 4)))
