@@ -27,7 +27,12 @@ MAGNITUDE = "lora_magnitude_vector"  # PEFT's name, in the layer and in saved ad
 
 
 class DoRALinear(LoRALinear):
-    """LoRA whose adapted weight is rescaled, row by row, to a trained length m: (m / ‖W0 + ΔW‖) · (W0 + ΔW)."""
+    """LoRA whose adapted weight is rescaled, row by row, to a trained length m: (m / ‖W0 + ΔW‖) · (W0 + ΔW).
+
+    A: (r, in_features), B: (out_features, r), lora_magnitude_vector m: (out_features,). Raises TypeError
+    for a base that is not an nn.Linear with float weights (a 4-bit layer, say), ValueError for
+    r > min(in_features, out_features).
+    """
 
     def __init__(self, base_layer: nn.Module, r: int, lora_alpha: float, lora_dropout: float = 0.0,
                  init_lora_weights: bool | str = "gaussian", use_rslora: bool = False, fan_in_fan_out: bool = False):

@@ -93,7 +93,11 @@ def _loftq_layer(base_layer: nn.Module, r: int, lora_alpha: float, lora_dropout:
 
 
 def get_loftq_model(model: nn.Module, lora_config: LoraConfig, num_iter: int = 1, double_quant: bool = False) -> nn.Module:
-    """QLoRA with LoftQ's init: every target nn.Linear becomes a QLoRALinear over LoftQ's NF4 weight, in place."""
+    """QLoRA with LoftQ's init: every target nn.Linear becomes a QLoRALinear over LoftQ's NF4 weight, in place.
+
+    LoftQ sets A and B itself, so lora_config.init_lora_weights plays no part (PEFT: init_lora_weights="loftq").
+    Raises TypeError for a target that is not a full-precision nn.Linear, ValueError for a rank the layer cannot take.
+    """
     layer_cls = functools.partial(_loftq_layer, num_iter=num_iter, double_quant=double_quant)
     return inject_lora(model, lora_config, layer_cls=layer_cls)
 

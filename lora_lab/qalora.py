@@ -1,7 +1,8 @@
 """QA-LoRA: a LoRA adapter that folds into a group-wise INT4 base exactly, after Xu et al. 2023 (arXiv 2309.14717).
 
 The base weight is stored as 4-bit integer codes with one scale and one zero point per group of
-`qalora_group_size` neighbouring input columns (asymmetric min-max quantization, as GPTQ stores it):
+`qalora_group_size` neighbouring input columns (asymmetric min-max quantization, GPTQ's layout, but
+with float zero points: a merge moves them by fractions of a step):
 
     W̃[o, j] = scales[o, g] · (q[o, j] − zeros[o, g])          j in group g, q in 0..15
 
@@ -9,7 +10,7 @@ The adapter's A reads the input averaged over the same groups, A: (r, G) with G 
 group_size. Whatever A and B hold, ΔW is then constant across each group's columns, so adding it to
 W̃ only moves that group's zero point:  W̃ + ΔW = scales · (q − (zeros − ΔW_g / scales)).  The merged
 model is still INT4 — same codes, new zero points — and computes what the unmerged one did, up to
-the rounding of the new zero points to their storage dtype (fp16 by default, as GPTQ keeps them).
+the rounding of the new zero points to their storage dtype (fp16 by default, as GPTQ keeps its scales).
 
 The arithmetic is PEFT 0.21's (`LoraConfig(use_qalora=True, qalora_group_size=...)`, in
 peft/tuners/lora/variants.py, QALoraLinearVariant): the group average is multiplied by G before A,
@@ -34,17 +35,22 @@ GROUP_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # storage of the 
 
 
 def _check_group_size(group_size, in_features: int) -> None:
-    if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size <= 0:
+    if not isinstance(group_size, int) or isinstance(group_size, bool):
         raise TypeError(f"qalora_group_size={group_size!r} is not accepted; give a positive int that divides "
                         f"in_features={in_features}")
-    if in_features % group_size:
+    if group_size <= 0 or in_features % group_size:
         ok = [d for d in range(1, in_features + 1) if in_features % d == 0]
         raise ValueError(f"qalora_group_size={group_size} is not accepted for in_features={in_features}: it must "
                          f"divide in_features; accepted: {ok}")
 
 
 def quantize_int4(w: torch.Tensor, group_size: int, dtype: torch.dtype = torch.float16):
-    """Group-wise asymmetric INT4 of a (out, in) weight: codes (out, in) uint8 in 0..15, scales and zeros (out, in/group_size)."""
+    """Group-wise asymmetric INT4 of a (out, in) weight: codes (out, in) uint8 in 0..15, scales and zeros (out, in/group_size).
+
+    Raises ValueError for a weight that is not 2-D, a group size that does not divide in_features (the
+    message lists the divisors), or a storage dtype not in GROUP_DTYPES; TypeError for a group size that is
+    not an int.
+    """
     if w.dim() != 2:
         raise ValueError(f"a linear weight is 2-D (out_features, in_features), got shape {tuple(w.shape)}")
     if dtype not in GROUP_DTYPES:
@@ -117,7 +123,12 @@ def pool_groups(x: torch.Tensor, group_size: int) -> torch.Tensor:
 
 
 class QALoRALinear(LoRALinear):
-    """INT4 base (an nn.Linear is quantized first) plus B·A on the group-pooled input: base(x) + B(A(pool(x))) · α/r."""
+    """INT4 base (an nn.Linear is quantized first) plus B·A on the group-pooled input: base(x) + B(A(pool(x))) · α/r.
+
+    A: (r, G), B: (out_features, r), G = in_features / qalora_group_size. Raises ValueError for a group
+    size that does not divide in_features, r > min(G, out_features), or an Int4Linear quantized with
+    another group size; TypeError for a base that is neither nn.Linear nor Int4Linear.
+    """
 
     def __init__(self, base_layer: nn.Module, r: int, lora_alpha: float, lora_dropout: float = 0.0,
                  init_lora_weights: bool | str = "gaussian", use_rslora: bool = False, fan_in_fan_out: bool = False,

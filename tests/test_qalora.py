@@ -70,8 +70,10 @@ def test_int4_constant_group_and_bad_inputs():
     assert torch.equal(dequantize_int4(codes, scales, zeros), w)  # a constant group comes back exactly
     with pytest.raises(ValueError, match=r"qalora_group_size=3 .* in_features=8.*accepted: \[1, 2, 4, 8\]"):
         quantize_int4(w, 3)
-    with pytest.raises(TypeError, match="qalora_group_size=0"):
+    with pytest.raises(ValueError, match="qalora_group_size=0"):
         quantize_int4(w, 0)
+    with pytest.raises(TypeError, match="qalora_group_size=4.0"):
+        quantize_int4(w, 4.0)
     with pytest.raises(ValueError, match="dtype=torch.int8"):
         quantize_int4(w, 4, torch.int8)
 
