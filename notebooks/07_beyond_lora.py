@@ -441,8 +441,8 @@ print("DoRA equals PEFT's use_dora=True: outputs, gradients, steps, merge/unmerg
 #
 # $$W_0 = U S V^\top,\quad B = U_r \sqrt{S_r/s},\quad A = \sqrt{S_r/s}\,V_r^\top,\quad W_{res} = W_0 - s\,B A \qquad (s = \alpha/r)$$
 #
-# At init the model is unchanged, but A and B now hold the directions that carry most of the weight,
-# and training moves those. By hand on `q_proj`, then lora_lab's `pissa_init_`:
+# At init the model is unchanged, but A and B now hold the weight's strongest directions, and training
+# moves those. By hand on `q_proj`, then lora_lab's `pissa_init_`:
 
 # %%
 from lora_lab.pissa import adapter_tensors, get_pissa_model, pissa_init_, save_pissa_as_lora
@@ -461,7 +461,7 @@ assert torch.allclose(pissa_layer(x), q_proj(x), atol=1e-5)  # the same layer at
 
 # %% tags=["nbval-ignore-output"]
 share = ((S[:r] ** 2).sum() / (S**2).sum()).item()
-print(f"the top {r} of 192 singular directions hold {share:.1%} of ‖W0‖² (a random rank-{r} slice: {r / 192:.1%})")
+print(f"the top {r} of 192 singular directions hold {share:.1%} of ‖W0‖² (a random rank-{r} slice: {r / 192:.1%} on average)")
 assert share > 2 * r / 192
 
 # %% [markdown]
@@ -585,8 +585,7 @@ assert ours1.errors[1] < 0.95 * peft_start
 print("with lora_alpha = 2r, PEFT's LoftQ start is as far from W0 as QLoRA's; lora_lab's is closer:", True)
 
 # %% [markdown]
-# Over all 28 projection weights of the tiny Llama, ranks 4 and 16, five iterations (`loftq_init` is fast
-# on matrices this size; Llama-2-7B's take minutes on a GPU):
+# Over all 28 projection weights of the tiny Llama, ranks 4 and 16, five iterations:
 
 # %% tags=["nbval-ignore-output"]
 all_weights = [m.weight.detach() for n, m in base.named_modules() if n.rsplit(".", 1)[-1] in TARGETS]

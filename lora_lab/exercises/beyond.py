@@ -87,7 +87,7 @@ def check_fold_into_zeros(fn) -> str:
         assert torch.allclose(got, want, atol=1e-6), ("scales·(codes − new_zeros) should equal the old weight plus "
                                                       f"ΔW; it is off by {(got - want).abs().max():.2e}.")
     return ("the codes never change: the merged model is still INT4, one zero point per group moved by ΔW / scale. "
-            "That is QA-LoRA's lossless merge.")
+            "That is QA-LoRA's merge, exact up to the rounding of the stored zero points.")
 
 
 # ----------------------------------------------------------------------------- DoRA
