@@ -62,6 +62,7 @@ notebooks: $(STAMP)
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/bench_lora.py
 	$(BIN)/python benchmarks/bench_nf4.py
+	$(BIN)/python benchmarks/beyond_lora_table.py  # notebook 07's table at full size: about 10 min
 
 # A scratch venv resolves the newest versions within pyproject.toml's ranges; its freeze becomes the
 # lock (local labels such as +cpu dropped). Run `make test` afterwards and commit both if it passes.

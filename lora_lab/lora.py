@@ -251,8 +251,9 @@ def inject_lora(model: nn.Module, config: LoraConfig, layer_cls=LoRALinear) -> n
 def _check_mergeable(name: str, layer: LoRALinear) -> None:
     base = layer.base_layer
     weight = getattr(base, "weight", None)
-    if type(layer)._add_to_base_weight is not LoRALinear._add_to_base_weight:  # a subclass writes its own base
-        return
+    cls = type(layer)
+    if cls._add_to_base_weight is not LoRALinear._add_to_base_weight or cls.merge is not LoRALinear.merge:
+        return  # a subclass (QLoRALinear, QALoRALinear, ...) writes its own base
     if base4bit.is_4bit(base) or (isinstance(weight, torch.Tensor) and weight.is_floating_point()):
         return
     kind = weight.dtype if isinstance(weight, torch.Tensor) else type(weight).__name__

@@ -35,21 +35,33 @@
 # 100 of the 250 held-out rows. `python benchmarks/beyond_lora_table.py` runs the full-size version.
 
 # %%
-# Colab only: fetch and install the kit. A local run already has it (`make lab`).
-import subprocess
+# Colab only: fetch and install the kit (a local run already has it, from `make lab`). Safe to run
+# again: after a second "Run all" or a restart the installed kit is reused. Colab's own torch and
+# transformers are kept; the kit's lock file is for local installs only.
 import sys
 
 if "google.colab" in sys.modules:
-    subprocess.run("git clone -q --depth 1 https://github.com/lora-lab/lora-lab.git /content/lora-lab "
-                   "&& pip install -q -e /content/lora-lab", shell=True, check=True)
-    sys.path.insert(0, "/content/lora-lab")
+    import importlib.util
+    import os
+    import subprocess
+
+    kit = "/content/lora-lab"
+    if importlib.util.find_spec("lora_lab") is None:
+        if not os.path.isdir(kit):
+            subprocess.run(["git", "clone", "-q", "--depth", "1", "https://github.com/lora-lab/lora-lab.git", kit],
+                           check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", kit], check=True)
+        importlib.invalidate_caches()
 
 # %% tags=["nbval-ignore-output"]
 import copy
+import logging as stdlib_logging
 import tempfile
 import time
 import warnings
 from pathlib import Path
+
+stdlib_logging.getLogger("bitsandbytes").setLevel(stdlib_logging.ERROR)  # on AVX512-BF16 CPUs it advises `pip install kernels`: not needed here
 
 import peft
 import torch

@@ -5,3 +5,6 @@ from .concepts import *  # noqa: F401,F403
 
 # notebooks 05-06
 from .finetune import *  # noqa: F401,F403
+
+# notebook 07
+from .beyond import *  # noqa: F401,F403
