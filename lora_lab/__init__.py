@@ -2,6 +2,12 @@
 
 __version__ = "0.1.0"
 
+import logging as _logging
+
+# bitsandbytes' CPU backend, on AVX512-BF16 CPUs, advises `pip install kernels` at import time; the kit does
+# not use that optional package, so the advice is noise for a learner (the kit imports bitsandbytes later)
+_logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)
+
 # --- embedded model and data ---
 from .data import load_instruction_dataset
 from .evaluate import evaluate, generate_answers

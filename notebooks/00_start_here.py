@@ -231,10 +231,11 @@ assert third["reply"].startswith(third["answer"]) and third["reply"] != third["a
 # | 04 NF4 from scratch | 4-bit NormalFloat, double quantization, bit-exact with bitsandbytes |
 # | 05 QLoRA from scratch | a 4-bit base with a LoRA adapter, trained in a plain loop |
 # | 06 QLoRA fine-tune of Llama-2 | the full recipe: tiny model on CPU, Llama-2-7B on a Colab T4 |
+# | 07 beyond plain LoRA | QA-LoRA's exact 4-bit merge, DoRA, PiSSA and LoftQ, each checked against PEFT |
 #
 # Each notebook runs on a CPU in under two minutes. To open one in Colab, click the *Open in Colab*
 # badge at its top (or in the README): Colab loads it from GitHub, and its first code cell installs the
-# kit, about a minute the first time. Everything up to notebook 05 runs on Colab's CPU runtime too; for
+# kit, about a minute the first time. Every notebook but 06's Llama-2 path runs on Colab's CPU runtime too; for
 # Llama-2-7B in notebook 06, choose *Runtime → Change runtime type → T4 GPU* before running. Each
 # notebook ends with exercises whose checks tell you what is right or wrong; the solutions are in
 # `notebooks/solutions/`.
