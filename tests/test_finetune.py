@@ -30,7 +30,7 @@ from lora_lab.finetune import (
 from lora_lab.hub import HubUnavailableError
 from lora_lab.lora import lora_layers
 from lora_lab.models import HUB_MODEL, describe_quantization, load_tokenizer
-from lora_lab.paths import EMBEDDED_DATASET, EMBEDDED_MODEL
+from lora_lab.paths import EMBEDDED_MODEL
 from lora_lab.tasks import parse_llama2
 
 STEPS = 300  # the tiny profile's default: `lora-lab finetune` as a learner runs it, about 40 s here
@@ -42,16 +42,6 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("qlora")
     result = finetune(resolve_config("tiny"), out=out, progress=False, log=lambda *a: None)
     return out, result
-
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    """The embedded data cut to 64 training and 16 held-out rows: for runs that test the plumbing, not the lift."""
-    folder = tmp_path_factory.mktemp("small-data")
-    for split, n in (("train", 64), ("eval", 16)):
-        lines = (EMBEDDED_DATASET / f"{split}.jsonl").read_text().splitlines()[:n]
-        (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from safetensors.torch import load_file
 from lora_lab import runs
 from lora_lab.cli import main
 from lora_lab.finetune import finetune, load_trained, resolve_config
-from lora_lab.paths import EMBEDDED_DATASET
 from lora_lab.runs import RunFolderError, check_out, read_loss_log
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,15 +25,6 @@ QUIET = dict(progress=False, log=lambda *a: None)
 STEPS, EVERY = 12, 4
 FLAGS = ["--max-steps", str(STEPS), "--save-steps", str(EVERY), "--logging-steps", "1",
          "--per-device-train-batch-size", "8", "--max-new-tokens", "4"]
-
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("small-data")
-    for split, n in (("train", 64), ("eval", 16)):
-        lines = (EMBEDDED_DATASET / f"{split}.jsonl").read_text().splitlines()[:n]
-        (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
-    return folder
 
 
 def small(data, **kw):
