@@ -21,18 +21,32 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # ----------------------------------------------------------------------------- code tables
 
 
-def nf4_codebook() -> torch.Tensor:
-    """The 16 NF4 values: quantiles of N(0, 1) with an exact zero, scaled into [-1, 1]."""
-    # 8 positive and 7 negative quantiles, so that 0 is exactly representable. The outermost
-    # probability is the mean of 1 - 1/(2*15) and 1 - 1/(2*16), not 1 (whose quantile is inf).
-    offset = 0.9677083
+def normal_float_codebook(bits: int = 4) -> torch.Tensor:
+    """The 2**bits NormalFloat values (NF2 … NF8), sorted, in [-1, 1], with an exact zero: (2**bits,) fp32.
+
+    Quantiles of N(0, 1): 2**(bits-1) positive and 2**(bits-1) - 1 negative ones, so that 0 is exactly
+    representable, all divided by the largest one (QLoRA, Dettmers et al. 2023, arXiv 2305.14314, §3;
+    bitsandbytes' `create_normal_map`). The outermost probability is offset = 1 - ½·(1/(2·(2**bits - 1))
+    + 1/(2·2**bits)), not 1 (whose quantile is inf), written to 7 decimals as bitsandbytes writes it
+    (0.9677083 at 4 bits). At 4 bits this is bitsandbytes' NF4 table, bit for bit. Raises ValueError
+    for bits outside 2..8.
+    """
+    if not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= 8:
+        raise ValueError(f"bits={bits!r} is not accepted; give an int from 2 to 8")
+    half = 2 ** (bits - 1)
+    offset = round(1 - 0.5 * (1 / (2 * (2**bits - 1)) + 1 / (2 * 2**bits)), 7)
     normal = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0)
     # probabilities in fp32 (as bitsandbytes' table was made), quantiles in fp64, rounded to fp32
-    positive = normal.icdf(torch.linspace(offset, 0.5, 9)[:-1].double())  # (8,)
-    negative = -normal.icdf(torch.linspace(offset, 0.5, 8)[:-1].double())  # (7,)
+    positive = normal.icdf(torch.linspace(offset, 0.5, half + 1)[:-1].double())  # (half,)
+    negative = -normal.icdf(torch.linspace(offset, 0.5, half)[:-1].double())  # (half - 1,)
     values = torch.cat([negative, torch.zeros(1, dtype=torch.float64), positive]).float()
-    values = values.sort().values  # (16,) index 7 is 0.0
+    values = values.sort().values  # (2**bits,) index half - 1 is 0.0
     return values / values.max()
+
+
+def nf4_codebook() -> torch.Tensor:
+    """The 16 NF4 values: quantiles of N(0, 1) with an exact zero, scaled into [-1, 1]."""
+    return normal_float_codebook(4)  # (16,) index 7 is 0.0
 
 
 def fp4_codebook() -> torch.Tensor:

@@ -9,6 +9,7 @@ from torch import nn
 
 from lora_lab import exercises as ex
 from lora_lab.exercises import concepts
+from lora_lab.nf4 import nf4_codebook, normal_float_codebook, quantize_nf4
 
 
 def stub(*args, **kwargs):
@@ -116,7 +117,17 @@ def nf_codebook(bits):
 
 # (check, right answer, known-wrong answer, a phrase the rejection must contain)
 CASES = {
-    "compute_dtype": (ex.check_compute_dtype, compute_dtype_for, lambda name, bf16: torch.bfloat16, "on a CPU, compute in float32"),
+    "compute_dtype": (ex.check_compute_dtype, compute_dtype_for, lambda name, bf16: torch.bfloat16,
+                      "on a CPU, half-precision (16-bit) matmuls are slow"),
+    "compute_dtype_string": (ex.check_compute_dtype, compute_dtype_for, lambda name, bf16: "float32", "not the string"),
+    "compute_dtype_fp32_on_gpus": (ex.check_compute_dtype, compute_dtype_for, lambda name, bf16: torch.float32,
+                                   "a GPU computes twice as fast"),
+    "compute_dtype_bf16_on_a_t4": (ex.check_compute_dtype, compute_dtype_for,
+                                   lambda name, bf16: torch.float32 if name is None else torch.bfloat16,
+                                   "this GPU has no bf16"),
+    "compute_dtype_fp16_on_an_a100": (ex.check_compute_dtype, compute_dtype_for,
+                                      lambda name, bf16: torch.float32 if name is None else torch.float16,
+                                      "this GPU has bf16"),
     "weights_gib": (ex.check_weights_gib, lambda n, b: n * b / 8 / 2**30, lambda n, b: n * b / 8 / 1e9, "GiB = 2**30 bytes"),
     "weights_gib_bits": (ex.check_weights_gib, lambda n, b: n * b / 8 / 2**30, lambda n, b: n * b / 2**30, "divide by 8"),
     "llama2_format": (ex.check_llama2_format, lambda p, a: f"<s>[INST] {p} [/INST] {a} </s>",
@@ -139,7 +150,7 @@ CASES = {
                            lambda a, r, n, use_rslora=False: a * (math.sqrt(n / r) if use_rslora else n / r),
                            lambda a, r, n, use_rslora=False: a, "changes the scaling"),
     "gpt2_lora_config": (ex.check_gpt2_lora_config, gpt2_lora_config,
-                         lambda: gpt2_lora_config(target_modules=["q_proj", "v_proj"]), "fused Conv1D named c_attn"),
+                         lambda: gpt2_lora_config(target_modules=["q_proj", "v_proj"]), "one fused Conv1D for query, key and value"),
     "gpt2_lora_config_rank": (ex.check_gpt2_lora_config, gpt2_lora_config,  # the wrong answer found in review
                               lambda: peft.LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn"], fan_in_fan_out=True),
                               "r = 8"),
@@ -148,9 +159,9 @@ CASES = {
     "gpt2_lora_config_dropout": (ex.check_gpt2_lora_config, gpt2_lora_config, lambda: gpt2_lora_config(lora_dropout=0.0),
                                  "lora_dropout) = 0.1"),
     "gpt2_lora_config_task": (ex.check_gpt2_lora_config, gpt2_lora_config, lambda: gpt2_lora_config(task_type=None),
-                              "CAUSAL_LM"),
+                              "not as a causal language model"),
     "gpt2_lora_config_transposed": (ex.check_gpt2_lora_config, gpt2_lora_config,
-                                    lambda: gpt2_lora_config(fan_in_fan_out=False), "fan_in_fan_out=True"),
+                                    lambda: gpt2_lora_config(fan_in_fan_out=False), "stores its weight as (in, out)"),
     "all_linear_targets": (ex.check_all_linear_targets, linear_layer_names,
                            lambda m: sorted({n.rsplit(".", 1)[-1] for n, x in m.named_modules() if isinstance(x, nn.Linear)}),
                            "output head"),
@@ -168,6 +179,19 @@ CASES = {
                        lambda bs, dq: 4 + (8 if dq else 32) / bs, "one per 256 blocks"),
 }
 CHECKS = sorted({c.__name__: c for c, *_ in CASES.values()}.items())
+
+
+def test_the_reference_of_exercise_04_2_is_the_kits_normal_float_codebook():
+    assert torch.equal(normal_float_codebook(4), nf4_codebook())  # bitsandbytes' table (tests/test_nf4.py)
+    for bits in range(2, 9):
+        table = normal_float_codebook(bits)
+        assert table.shape == (2**bits,) and bool(torch.all(table[1:] > table[:-1]))
+        assert (int((table > 0).sum()), int((table < 0).sum())) == (2 ** (bits - 1), 2 ** (bits - 1) - 1)
+        assert table[0] == -1 and table[-1] == 1 and bool((table == 0).any())
+        assert torch.allclose(table, nf_codebook(bits), atol=2e-6)  # the solution's float64 recipe
+    for bad in (1, 9, "4", 4.0, True):
+        with pytest.raises(ValueError, match=f"bits={bad!r} is not accepted; give an int from 2 to 8"):
+            normal_float_codebook(bad)
 
 
 def test_every_check_of_notebooks_00_to_04_is_exported_and_tested():
@@ -227,6 +251,10 @@ def sampling_probs(logits, temperature, top_k=None):
     return scaled.softmax(-1)
 
 
+def pad_token_for(tok):
+    return tok.pad_token if tok.pad_token not in (None, tok.eos_token) else tok.unk_token
+
+
 FT_CASES = {
     "qlora_forward": (ex.check_qlora_forward,
                       lambda layer, x: layer.base_layer(x) + layer.lora_B(layer.lora_A(x)) * layer.scaling,
@@ -239,8 +267,13 @@ FT_CASES = {
                   lambda n, bs, dq: math.ceil(n / 2) + (math.ceil(n / bs) + 4 * math.ceil(math.ceil(n / bs) / 256) + 4
                                                         if dq else 4 * math.ceil(n / bs)),
                   lambda n, bs, dq: math.ceil(n / 2), "codes only"),
-    "pad_token": (ex.check_pad_token, lambda tok: tok.pad_token if tok.pad_token not in (None, tok.eos_token)
-                  else tok.unk_token, lambda tok: tok.eos_token, "never learns to stop"),
+    "pad_token": (ex.check_pad_token, pad_token_for, lambda tok: tok.eos_token, "never learns to stop"),
+    "pad_token_bos": (ex.check_pad_token, pad_token_for, lambda tok: tok.pad_token or tok.bos_token,
+                      "you returned BOS"),
+    "pad_token_new": (ex.check_pad_token, pad_token_for, lambda tok: "<pad>", "which it does not have"),
+    "pad_token_not_own": (ex.check_pad_token, pad_token_for, lambda tok: tok.unk_token, "has its own pad token"),
+    "nf4_bytes_bits": (ex.check_nf4_bytes, lambda n, bs, dq: quantize_nf4(torch.zeros(n), bs, dq).nbytes,
+                       lambda n, bs, dq: 8 * quantize_nf4(torch.zeros(n), bs, dq).nbytes, "not bits"),
     "sampling_probs": (ex.check_sampling_probs, sampling_probs, lambda logits, t, k: sampling_probs(logits, 1 / t, k),
                        "don't multiply"),
     "sampling_probs_no_renormalising": (ex.check_sampling_probs, sampling_probs,

@@ -6,12 +6,14 @@ yet", a right answer "correct", a wrong one an AssertionError that says what to 
 
 from __future__ import annotations
 
+import functools
 import math
 from types import SimpleNamespace
 
 import torch
 
-from .concepts import _call, _check, _close, _is_tensor
+from .i18n import _
+from .verdict import _call, _check, _close, _is_tensor
 
 __all__ = [
     # 05 QLoRA from scratch
@@ -44,23 +46,26 @@ def check_qlora_forward(fn) -> str:
     for seed, (out_f, in_f) in enumerate([(48, 64), (96, 128)]):
         layer, x = _qlora_layer(seed, out_f, in_f)
         with torch.no_grad():
-            want = layer(x)
+            want = layer(x)  # the kit's own forward is the reference
             got = _call(fn, layer, x)
-            _is_tensor(got, "qlora_forward's result")
-            assert got.shape == want.shape, f"the output should have shape {tuple(want.shape)}, got {tuple(got.shape)}."
+            _is_tensor(got, _("qlora_forward's result"))
+            assert got.shape == want.shape, _("the output should have shape {want}, got {got}.").format(
+                want=tuple(want.shape), got=tuple(got.shape))
             w = layer.base_layer.dequantize()
             base_only = x @ w.T + layer.base_layer.bias
             delta = x @ layer.lora_A.weight.T @ layer.lora_B.weight.T
             if torch.allclose(got, base_only, atol=1e-5):
-                raise AssertionError("that is the 4-bit base alone: add the LoRA path lora_B(lora_A(x)) · scaling.")
+                raise AssertionError(_("that is the 4-bit base alone: add the LoRA path lora_B(lora_A(x)) · scaling."))
             if torch.allclose(got, base_only + delta, atol=1e-5):
-                raise AssertionError(f"the LoRA path must be multiplied by layer.scaling (α/r = {layer.scaling:g}).")
+                raise AssertionError(_("the LoRA path must be multiplied by layer.scaling (α/r = {scaling:g})."
+                                       ).format(scaling=layer.scaling))
             if torch.allclose(got, x @ w.T + delta * layer.scaling, atol=1e-5):
-                raise AssertionError("the base layer has a bias: add layer.base_layer.bias.")
-            assert torch.allclose(got, want, atol=1e-5), (
-                "the output differs from layer(x): dequantize the base weight (layer.base_layer.dequantize(), "
-                "shape (out, in)), then x @ W.T + bias + (x @ A.T @ B.T) · scaling.")
-    return "A QLoRA layer computes dequant(W)·x + b + (α/r)·B·A·x: 4-bit storage, ordinary matmuls."
+                raise AssertionError(_("the base layer has a bias: add layer.base_layer.bias."))
+            assert torch.allclose(got, want, atol=1e-5), _(
+                "the output differs from layer(x): dequantize the base weight (layer.base_layer.dequantize(), shape "
+                "(out, in)) and mind which side of the matmul each weight goes; then add the bias and the scaled "
+                "LoRA path.")
+    return _("A QLoRA layer computes dequant(W)·x + b + (α/r)·B·A·x: 4-bit storage, ordinary matmuls.")
 
 
 @_check("Exercise 05.2 · nf4_bytes")
@@ -68,48 +73,72 @@ def check_nf4_bytes(fn) -> str:
     """fn(n_weights, blocksize, double_quant) -> bytes NF4 storage takes, constants included."""
     from ..nf4 import quantize_nf4
 
-    for n, blocksize, dq in [(192 * 192, 64, True), (192 * 192, 64, False), (512 * 192, 64, True),
-                             (4096 * 11008, 64, True), (1000, 64, True), (1000, 128, False)]:
-        if n <= 512 * 192:
-            want = quantize_nf4(torch.randn(n), blocksize, dq).nbytes
-        else:  # counted, not quantized: 45M weights would take a while
-            blocks = math.ceil(n / blocksize)
-            want = math.ceil(n / 2) + (blocks + 4 * math.ceil(blocks / 256) + 4 if dq else 4 * blocks)
+    # the last is Llama-2-7B's q_proj, 4096 × 4096: counted by quantizing it, about 0.2 s
+    for n, blocksize, dq in [(192 * 192, 64, True), (192 * 192, 64, False), (512 * 192, 64, True), (1000, 64, True),
+                             (1000, 128, False), (4096 * 4096, 64, True)]:
         got = _call(fn, n, blocksize, dq)
-        assert isinstance(got, (int, float)), f"return a number of bytes, got {type(got).__name__}."
+        assert isinstance(got, (int, float)), _("return a number of bytes, got {kind}.").format(kind=type(got).__name__)
+        want = quantize_nf4(torch.zeros(n), blocksize, dq).nbytes  # the bytes the kit's quantizer writes
         if _close(got, math.ceil(n / 2)):
-            raise AssertionError(f"nf4_bytes({n:,}, {blocksize}, {dq}) = {got:,}: that counts the 4-bit codes only; "
-                                 "every block also stores its absmax scale.")
+            raise AssertionError(_("nf4_bytes({n:,}, {blocksize}, {dq}) = {got:,}: that counts the 4-bit codes only; "
+                                   "every block also stores its absmax scale.").format(n=n, blocksize=blocksize, dq=dq,
+                                                                                      got=got))
         if _close(got, n * 4) or _close(got, 8 * want):
-            raise AssertionError(f"nf4_bytes({n:,}, {blocksize}, {dq}) = {got:,}: count bytes (8 bits), not bits.")
-        assert _close(got, want, rel=1e-6), (
-            f"nf4_bytes({n:,}, blocksize={blocksize}, double_quant={dq}) = {got:,}, expected {want:,}: two codes per "
-            "byte, then per block a 4-byte fp32 absmax, or with double quantization a 1-byte code plus one fp32 "
-            "scale per 256 blocks and one fp32 offset.")
-    return "4.5 bits per weight at blocksize 64, about 4.127 with double quantization (QLoRA §3)."
+            raise AssertionError(_("nf4_bytes({n:,}, {blocksize}, {dq}) = {got:,}: count bytes (8 bits), not bits."
+                                   ).format(n=n, blocksize=blocksize, dq=dq, got=got))
+        assert _close(got, want, rel=1e-6), _(
+            "nf4_bytes({n:,}, blocksize={blocksize}, double_quant={dq}) = {got:,} is {more} what the quantizer "
+            "stores: two codes per byte, then per block a 4-byte fp32 absmax, or with double quantization a 1-byte "
+            "code plus one fp32 scale per 256 blocks and one fp32 offset. Mind the rounding up of partial bytes and "
+            "blocks.").format(n=n, blocksize=blocksize, dq=dq, got=got, more=_("more than") if got > want else
+                              _("less than"))
+    from .nf4_from_scratch import _stored_bits
+
+    plain, dq = _stored_bits(64, False), _stored_bits(64, True)
+    return _("{plain:g} bits per weight at blocksize 64, about {dq:.3f} with double quantization (QLoRA §3).").format(
+        plain=plain, dq=dq)
 
 
 # ----------------------------------------------------------------------------- 06 the QLoRA fine-tune
 
 
-def _tokenizer(pad, eos="</s>", unk="<unk>"):
+def _tokenizer(pad, eos="</s>", unk="<unk>", bos="<s>"):
+    """A stand-in with the special-token attributes of a transformers tokenizer (Llama-2's ids)."""
     ids = {"<unk>": 0, "<s>": 1, "</s>": 2, "<pad>": 3, None: None}
     return SimpleNamespace(pad_token=pad, pad_token_id=ids[pad], eos_token=eos, eos_token_id=ids[eos],
-                           unk_token=unk, unk_token_id=ids[unk])
+                           unk_token=unk, unk_token_id=ids[unk], bos_token=bos, bos_token_id=ids[bos])
 
 
 @_check("Exercise 06.1 · pad_token_for")
 def check_pad_token(fn) -> str:
-    """fn(tokenizer) -> the token string to pad with (never the EOS token)."""
-    cases = [(_tokenizer("<pad>"), "<pad>", "the tokenizer has its own pad token: keep it"),
-             (_tokenizer(None), "<unk>", "no pad token (Llama-2's case): pad with <unk>"),
-             (_tokenizer("</s>"), "<unk>", "pad = eos (the classic recipe): replace it with <unk>")]
-    for tok, want, why in cases:
+    """fn(tokenizer) -> the token string to pad with (never the EOS token).
+
+    Checked against what a pad token must be rather than against a stored answer: not EOS (its label would
+    be masked), not BOS (it starts every row), a token the tokenizer already has (no new embedding row to
+    train), and the tokenizer's own pad token whenever it has one distinct from EOS.
+    """
+    for tok in (_tokenizer("<pad>"), _tokenizer(None), _tokenizer("</s>")):  # own pad; none (Llama-2); pad = eos
+        own = tok.pad_token if tok.pad_token not in (None, tok.eos_token) else None
         got = _call(fn, tok)
-        assert got != tok.eos_token, ("padding with the EOS token hides every EOS where padding is masked, so the "
-                                      "model never learns to stop; pick another token.")
-        assert got == want, f"{why} — expected {want!r}, got {got!r}."
-    return "Pad with a token the model never has to predict: <pad> if it exists, else <unk>; never </s>."
+        assert got != tok.eos_token, _("padding with the EOS token hides every EOS where padding is masked, so the "
+                                       "model never learns to stop; pick another token.")
+        assert isinstance(got, str), _("return the token itself, a string as the tokenizer's *_token attributes hold "
+                                       "them; got {kind}.").format(kind=type(got).__name__)
+        if own is not None:
+            assert got == own, _("this tokenizer has its own pad token, {own!r}, and you returned {got!r}: keep the "
+                                 "pad token the tokenizer was made with when it is not EOS.").format(own=own, got=got)
+            continue
+        situation = (_("this tokenizer has no pad token (Llama-2's case)") if tok.pad_token is None else
+                     _("this tokenizer pads with EOS (the classic recipe)"))
+        assert got != tok.bos_token, _("{situation}, and you returned BOS {got!r}: every row starts with it, and the "
+                                       "model must see it there; pick another token.").format(situation=situation,
+                                                                                             got=got)
+        known = {tok.pad_token, tok.unk_token, tok.bos_token, tok.eos_token} - {None}
+        assert got in known, _("{situation}, and you returned {got!r}, which it does not have: a new token needs a new "
+                               "embedding row. Pick one of the tokenizer's own special tokens that the model never has "
+                               "to predict.").format(situation=situation, got=got)
+    return _("Pad with a token the model never has to predict: the tokenizer's own pad token if it is not EOS, "
+             "else another special token it already has; never EOS.")
 
 
 @_check("Exercise 06.2 · sampling_probs")
@@ -120,53 +149,76 @@ def check_sampling_probs(fn) -> str:
     """
     from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper
 
+    def warped(logits: torch.Tensor, t: float, k: int | None) -> torch.Tensor:  # (vocab,) -> (vocab,)
+        scaled = TemperatureLogitsWarper(t)(None, logits[None].clone())
+        return (TopKLogitsWarper(k)(None, scaled) if k else scaled).softmax(-1)[0]
+
     logits = torch.tensor([2.0, 1.0, 0.5, -1.0, 0.25, -0.5])  # (vocab,) no ties, so top-k is unambiguous
     for t, k in [(0.5, 3), (1.0, None), (2.0, 2), (1.5, 1)]:
-        scaled = TemperatureLogitsWarper(t)(None, logits[None].clone())
-        want = (TopKLogitsWarper(k)(None, scaled) if k else scaled).softmax(-1)[0]
+        want = warped(logits, t, k)
         got = _call(fn, logits.clone(), t, k)
-        _is_tensor(got, "sampling_probs' result")
-        assert got.shape == logits.shape, f"return one probability per token, shape {tuple(logits.shape)}; got {tuple(got.shape)}."
+        _is_tensor(got, _("sampling_probs' result"))
+        assert got.shape == logits.shape, _("return one probability per token, shape {want}; got {got}.").format(
+            want=tuple(logits.shape), got=tuple(got.shape))
         if torch.allclose(got, want, atol=1e-5):
             continue
         if k:
             full = torch.softmax(logits / t, dim=-1)
             cut = torch.where(full >= full.topk(k).values[-1], full, torch.zeros_like(full))  # not renormalised
             if torch.allclose(got, cut, atol=1e-5):
-                raise AssertionError(f"with top_k={k} your probabilities sum to {float(got.sum()):.3f}: after dropping "
-                                     "all but the k likeliest tokens, renormalise (a softmax over the kept logits, "
-                                     "the others set to -inf), so that the kept ones sum to 1.")
-        assert torch.isclose(got.sum(), torch.tensor(1.0), atol=1e-5), f"probabilities sum to 1; yours sum to {float(got.sum()):.4f}."
-        if t != 1.0 and torch.allclose(got, (TopKLogitsWarper(k)(None, logits[None] * t) if k else logits[None] * t)
-                                       .softmax(-1)[0], atol=1e-5):
-            raise AssertionError("divide the logits by the temperature, don't multiply: T < 1 must sharpen.")
-        if t != 1.0 and torch.allclose(got, (TopKLogitsWarper(k)(None, logits[None].clone()) if k else logits[None])
-                                       .softmax(-1)[0], atol=1e-5):
-            raise AssertionError(f"at temperature {t} the result is the T = 1 distribution: divide the logits by T.")
+                raise AssertionError(_("with top_k={k} your probabilities sum to {total:.3f}: after dropping all but "
+                                       "the k likeliest tokens, renormalise (a softmax over the kept logits, the "
+                                       "others set to -inf), so that the kept ones sum to 1.").format(
+                    k=k, total=float(got.sum())))
+        assert torch.isclose(got.sum(), torch.tensor(1.0), atol=1e-5), _(
+            "probabilities sum to 1; yours sum to {total:.4f}.").format(total=float(got.sum()))
+        if t != 1.0 and torch.allclose(got, warped(logits, 1 / t, k), atol=1e-5):
+            raise AssertionError(_("divide the logits by the temperature, don't multiply: T < 1 must sharpen."))
+        if t != 1.0 and torch.allclose(got, warped(logits, 1.0, k), atol=1e-5):
+            raise AssertionError(_("at temperature {t} the result is the T = 1 distribution: divide the logits by T."
+                                   ).format(t=t))
         kept = int((got > 0).sum())
         if k and kept != k:
-            raise AssertionError(f"top_k={k} keeps the {k} likeliest tokens and gives every other token probability 0; "
-                                 f"yours gives {kept} tokens a non-zero probability.")
-        assert torch.allclose(got, want, atol=1e-5), f"at T={t}, top_k={k} expected {want.tolist()}, got {got.tolist()}."
-    return ("softmax(logits / T) over the k likeliest tokens only: T reshapes the distribution, top_k cuts its tail, "
-            "exactly as transformers' TemperatureLogitsWarper and TopKLogitsWarper do.")
+            raise AssertionError(_("top_k={k} keeps the {k} likeliest tokens and gives every other token probability "
+                                   "0; yours gives {kept} tokens a non-zero probability.").format(k=k, kept=kept))
+        raise AssertionError(_("at T={t}, top_k={k} your probabilities are not the ones generate() samples from: "
+                               "scale the logits by the temperature, keep the k largest, then softmax.").format(t=t, k=k))
+    return _("T reshapes the distribution and top_k cuts its tail, exactly as transformers' TemperatureLogitsWarper "
+             "and TopKLogitsWarper do before generate() samples.")
+
+
+@functools.lru_cache(maxsize=None)
+def _bytes_per_trainable(optimizer: str) -> float:
+    """Bytes per LoRA weight (weight, gradient, optimizer state) in the kit's memory estimate for `optimizer`."""
+    from ..memory import estimate_memory
+
+    tiny = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                num_key_value_heads=2, vocab_size=32)
+    e = estimate_memory(tiny, lora={"r": 2, "target_modules": ["q_proj"]}, optimizer=optimizer)
+    return (e.lora_weights + e.gradients + e.optimizer_state) / e.lora_params
 
 
 @_check("Exercise 06.3 · training_bytes")
 def check_training_bytes(fn) -> str:
     """fn(n_trainable, optimizer) -> bytes of the LoRA weights, their gradients and optimizer state (all fp32)."""
-    for n, optim, per_param in [(233_472, "adamw", 16), (159_907_840, "adamw", 16), (1000, "adamw_8bit", 10),
-                                (1000, "sgd", 8)]:
+    from .lora_from_scratch import _SEVEN, _llama2_7b_shapes, _lora_params
+
+    recipe = _lora_params(_llama2_7b_shapes(_SEVEN), 64)  # the 7B recipe's LoRA weights: r=64 on all seven projections
+    for n, optim in [(233_472, "adamw"), (recipe, "adamw"), (1000, "adamw_8bit"), (1000, "sgd")]:
+        per_param = _bytes_per_trainable(optim)
         got = _call(fn, n, optim)
-        assert isinstance(got, (int, float)), f"return a number of bytes, got {type(got).__name__}."
+        assert isinstance(got, (int, float)), _("return a number of bytes, got {kind}.").format(kind=type(got).__name__)
         if optim == "adamw" and _close(got, 12 * n):
-            raise AssertionError("that is 12 bytes per parameter, three fp32 tensors; training keeps four for each "
-                                 "LoRA weight: the weight, its gradient, and AdamW's two moments m and v. Which one "
-                                 "is missing? (Most often the gradient, as large as the weight itself.)")
+            raise AssertionError(_("that is 12 bytes per parameter, three fp32 tensors; training keeps four for each "
+                                   "LoRA weight: the weight, its gradient, and AdamW's two moments m and v. Which one "
+                                   "is missing? (Most often the gradient, as large as the weight itself.)"))
         if optim == "adamw" and _close(got, 8 * n):
-            raise AssertionError("that is 8 bytes per parameter, two fp32 tensors; training keeps four for each LoRA "
-                                 "weight: the weight, its gradient, and AdamW's two moments m and v.")
-        assert _close(got, per_param * n), (f"training_bytes({n:,}, {optim!r}) = {got:,}, expected "
-                                            f"{per_param * n:,} ({per_param} bytes per trainable parameter).")
-    return (f"16 bytes per trainable parameter with AdamW: the 7B recipe's {159_907_840:,} LoRA weights take "
-            f"{16 * 159_907_840 / 2**30:.2f} GiB, next to 3.5 GiB of 4-bit base.")
+            raise AssertionError(_("that is 8 bytes per parameter, two fp32 tensors; training keeps four for each LoRA "
+                                   "weight: the weight, its gradient, and AdamW's two moments m and v."))
+        assert _close(got, per_param * n), _(
+            "training_bytes({n:,}, {optim!r}) = {got:,}, {each:.4g} bytes per trainable parameter: not what "
+            "training with {optim!r} keeps. Add up the fp32 weight, its gradient, and the optimizer's state per "
+            "weight.").format(n=n, optim=optim, got=got, each=got / n)
+    adamw = _bytes_per_trainable("adamw")
+    return _("{each:g} bytes per trainable parameter with AdamW: the 7B recipe's {n:,} LoRA weights take {gib:.2f} GiB, "
+             "on top of the 4-bit base.").format(each=adamw, n=recipe, gib=adamw * recipe / 2**30)

@@ -1,0 +1,199 @@
+"""Checks for the exercises of notebook 02 (LoRA from scratch): a LoRA layer with merge and unmerge, LoRA's
+parameter count, and the lora_alpha that keeps the scaling when r changes."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import torch
+from torch import nn
+
+from .i18n import _
+from .verdict import _call, _check, _is_tensor
+
+__all__ = ["check_lora_linear", "check_lora_param_count", "check_same_scaling_alpha"]
+
+
+def _lora_parts(layer, r: int, fin: int, fout: int) -> tuple[torch.Tensor, torch.Tensor]:
+    for attr in ("lora_A", "lora_B", "base_layer"):
+        assert hasattr(layer, attr), _("the layer has no `{attr}` attribute; use PEFT's names: base_layer (the frozen "
+                                       "nn.Linear), lora_A (in → r) and lora_B (r → out).").format(attr=attr)
+    a = getattr(layer.lora_A, "weight", layer.lora_A)
+    b = getattr(layer.lora_B, "weight", layer.lora_B)
+    _is_tensor(a, "lora_A.weight"), _is_tensor(b, "lora_B.weight")
+    if tuple(a.shape) == (fout, r) and tuple(b.shape) == (r, fin):
+        raise AssertionError(_("lora_A and lora_B are swapped: A reads the input, (r, in_features); "
+                               "B writes the output, (out_features, r)."))
+    assert tuple(a.shape) == (r, fin), _("lora_A.weight should be (r, in_features) = ({r}, {fin}), got {shape}."
+                                         ).format(r=r, fin=fin, shape=tuple(a.shape))
+    assert tuple(b.shape) == (fout, r), _("lora_B.weight should be (out_features, r) = ({fout}, {r}), got {shape}."
+                                          ).format(fout=fout, r=r, shape=tuple(b.shape))
+    return a, b
+
+
+@_check("Exercise 02.1 · MyLoRALinear")
+def check_lora_linear(cls) -> str:
+    """cls(base_layer, r, lora_alpha, lora_dropout=0.0) with lora_A, lora_B, forward, merge() and unmerge()."""
+    fin, fout, r, alpha = 24, 16, 4, 8.0
+    torch.manual_seed(0)
+    base = nn.Linear(fin, fout)
+    w0, b0 = base.weight.detach().clone(), base.bias.detach().clone()
+    x = torch.randn(3, 5, fin)  # (batch, tokens, in_features)
+    layer = _call(cls, base, r, alpha)
+    assert isinstance(layer, nn.Module), _("MyLoRALinear should be an nn.Module (subclass nn.Module).")
+    a, b = _lora_parts(layer, r, fin, fout)
+    assert not any(p.requires_grad for p in base.parameters()), \
+        _("the base layer still trains: freeze it with base_layer.requires_grad_(False).")
+    assert a.requires_grad and b.requires_grad, _("lora_A and lora_B must be trainable (requires_grad=True).")
+    assert torch.count_nonzero(b) == 0, _("lora_B should start at zero, so that ΔW = B·A = 0 and training starts "
+                                          "from the base model.")
+    assert torch.count_nonzero(a) > 0, _("lora_A should start random (Gaussian): with A = 0 as well, neither A nor B "
+                                         "ever gets a gradient and training never starts.")
+    layer.eval()
+    with torch.no_grad():
+        assert torch.allclose(layer(x), base(x), atol=1e-6), \
+            _("at init (B = 0) the output must equal the base layer's output.")
+
+    # with a non-zero B the output is base(x) + (α/r)·B·A·x
+    with torch.no_grad():
+        b.copy_(torch.randn_like(b))
+        lora = x @ a.T @ b.T  # (3, 5, out) unscaled update
+        got = layer(x) - base(x)
+        scale = float((got * lora).sum() / (lora * lora).sum())
+    assert torch.allclose(got, scale * lora, atol=1e-4), \
+        _("with B ≠ 0 the output should be base_layer(x) + lora_B(lora_A(x)) · scaling; it isn't of that form.")
+    assert math.isclose(scale, alpha / r, rel_tol=1e-4), _(
+        "the update is multiplied by {scale:.4g}; it should be lora_alpha / r = {alpha:g} / {r} = {scaling:g}."
+    ).format(scale=scale, alpha=alpha, r=r, scaling=alpha / r)
+    # gradients reach A and B only
+    layer.train()
+    layer(x).sum().backward()
+    assert a.grad is not None and b.grad is not None, _("no gradient reached lora_A or lora_B.")
+    assert base.weight.grad is None, _("the base weight got a gradient: it must stay frozen.")
+
+    # dropout acts on the LoRA path only
+    torch.manual_seed(1)
+    drop = _call(cls, nn.Linear(fin, fout), r, alpha, lora_dropout=0.5)
+    da, db = _lora_parts(drop, r, fin, fout)
+    drop.train()
+    with torch.no_grad():
+        assert torch.allclose(drop(x), drop.base_layer(x), atol=1e-6), _(
+            "with B = 0 and dropout on, the output changed: dropout belongs on the LoRA path's input only, not on "
+            "the base path.")
+        db.copy_(torch.randn_like(db))
+        clean = drop.base_layer(x) + (x @ da.T @ db.T) * (alpha / r)
+        assert not torch.allclose(drop(x), clean, atol=1e-4), \
+            _("lora_dropout=0.5 changed nothing in train mode: apply it to x before lora_A.")
+        drop.eval()
+        assert torch.allclose(drop(x), clean, atol=1e-4), _("in eval mode dropout must be off.")
+
+    # merge and unmerge
+    for method in ("merge", "unmerge"):
+        assert callable(getattr(layer, method, None)), _("add a `{method}()` method.").format(method=method)
+    layer.eval()
+    with torch.no_grad():
+        before = layer(x)
+        layer.merge()
+        delta = (alpha / r) * b @ a
+        assert torch.allclose(base.weight, w0 + delta, atol=1e-5), \
+            _("after merge() the base weight should be W0 + (lora_alpha / r) · B @ A.")
+        assert torch.equal(base.bias, b0), _("merge() changed the bias; only the weight takes ΔW.")
+        after = layer(x)
+        if torch.allclose(after - before, x @ delta.T, atol=1e-4):
+            raise AssertionError(_("after merge() the update is counted twice: once in the merged weight and again "
+                                   "by the LoRA path. Skip the LoRA path while merged."))
+        assert torch.allclose(after, before, atol=1e-4), _("merge() changed the layer's output; it should not.")
+        layer.unmerge()
+        assert torch.allclose(base.weight, w0, atol=1e-5), _("unmerge() should restore the original weight W0.")
+        assert torch.allclose(layer(x), before, atol=1e-4), _("after unmerge() the output should be as before merge().")
+    return _("shapes, zero B, α/r scaling, dropout on the LoRA path only, frozen base, merge and unmerge: "
+             "all as in PEFT's LoRA layer.")
+
+
+def _llama2_7b_shapes(targets: tuple[str, ...]) -> list[tuple[int, int]]:
+    """(out_features, in_features) of every `targets` projection of Llama-2-7B, from its config."""
+    from ..memory import LLAMA2_7B
+
+    h, m = LLAMA2_7B["hidden_size"], LLAMA2_7B["intermediate_size"]
+    dims = {"q_proj": (h, h), "k_proj": (h, h), "v_proj": (h, h), "o_proj": (h, h),
+            "gate_proj": (m, h), "up_proj": (m, h), "down_proj": (h, m)}
+    return [dims[t] for layer in range(LLAMA2_7B["num_hidden_layers"]) for t in targets]
+
+
+def _lora_params(shapes: list[tuple[int, int]], r: int) -> int:
+    """Trainable parameters of the kit's LoRALinear over layers of these (out, in) shapes, built on the meta device."""
+    from ..lora import LoRALinear, count_parameters
+
+    return sum(count * count_parameters(LoRALinear(nn.Linear(fin, fout, device="meta"), r, r))[0]
+               for (fout, fin), count in Counter(shapes).items())
+
+
+_SEVEN = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _count_cases() -> list[tuple[str, list[tuple[int, int]], int]]:
+    """(what, shapes (out, in), r); the reference counts come from the kit's LoRALinear, not from this file."""
+    return [
+        (_("Llama-2-7B, q_proj and v_proj, r=8"), _llama2_7b_shapes(("q_proj", "v_proj")), 8),
+        (_("GPT-3 175B, Wq and Wv, r=1"), [(12288, 12288)] * 192, 1),
+        (_("GPT-3 175B, Wq and Wv, r=8"), [(12288, 12288)] * 192, 8),
+        (_("Llama-2-7B, all seven projections, r=64"), _llama2_7b_shapes(_SEVEN), 64),
+        (_("one 3 × 5 layer, r=2"), [(3, 5)], 2),
+    ]
+
+
+@_check("Exercise 02.2 · lora_param_count")
+def check_lora_param_count(fn) -> str:
+    """fn(shapes, r) -> trainable LoRA parameters for layers of shape (out_features, in_features)."""
+    wants = []
+    for what, shapes, r in _count_cases():
+        got, want = _call(fn, list(shapes), r), _lora_params(shapes, r)
+        assert isinstance(got, int) and not isinstance(got, bool), _("return an int, got {kind}.").format(
+            kind=type(got).__name__)
+        if got == sum(d * k for d, k in shapes):
+            raise AssertionError(_("{what}: {got:,} is the size of the full matrices; LoRA trains B (out × r) and "
+                                   "A (r × in).").format(what=what, got=got))
+        if got in (sum(r * k for d, k in shapes), sum(d * r for d, k in shapes)):
+            raise AssertionError(_("{what}: {got:,} counts only one of the two factors; add A (r × in) and B "
+                                   "(out × r).").format(what=what, got=got))
+        if got != want:
+            more = _("too many") if got > want else _("too few")
+            raise AssertionError(_("{what}: you counted {got:,}, {more}: count A (r × in) and B (out × r) of every "
+                                   "layer in `shapes`.").format(what=what, got=got, more=more))
+        wants.append(want)
+    return _("{llama:,} for Llama-2-7B (PEFT's printout) and {small:.1f}M / {large:.1f}M for GPT-3 (the LoRA "
+             "paper's) — from shapes alone.").format(llama=wants[0], small=wants[1] / 1e6, large=wants[2] / 1e6)
+
+
+def _kit_scaling(lora_alpha: float, r: int, use_rslora: bool) -> float:
+    """The scaling the kit's LoRALinear applies: α/r, or α/√r with rsLoRA."""
+    from ..lora import LoRALinear
+
+    return LoRALinear(nn.Linear(r, r, device="meta"), r, lora_alpha, use_rslora=use_rslora).scaling
+
+
+_ALPHA_CASES = [(16, 8, 64, False), (32, 16, 4, False), (16, 8, 32, True), (8, 8, 2, True)]
+
+
+@_check("Exercise 02.3 · same_scaling_alpha")
+def check_same_scaling_alpha(fn) -> str:
+    """fn(lora_alpha, r, new_r, use_rslora=False) -> the lora_alpha that keeps the scaling when r becomes new_r."""
+    for alpha, r, new_r, rs in _ALPHA_CASES:
+        got = _call(fn, alpha, r, new_r, use_rslora=rs)
+        assert isinstance(got, (int, float)) and not isinstance(got, bool), _("return a number, got {kind}.").format(
+            kind=type(got).__name__)
+        assert got > 0, _("lora_alpha={alpha}, r={r} → {new_r}: you returned {got:.4g}; lora_alpha is a positive "
+                          "number.").format(alpha=alpha, r=r, new_r=new_r, got=got)
+        rule = "lora_alpha / sqrt(r)" if rs else "lora_alpha / r"
+        before, after = _kit_scaling(alpha, r, rs), _kit_scaling(got, new_r, rs)
+        if math.isclose(got, alpha):
+            raise AssertionError(_("keeping lora_alpha={alpha} while r goes {r} → {new_r} changes the scaling {rule} "
+                                   "from {before:.4g} to {after:.4g}.").format(alpha=alpha, r=r, new_r=new_r, rule=rule,
+                                                                              before=before, after=after))
+        if not math.isclose(after, before, rel_tol=1e-6):
+            method = _(" with rsLoRA") if rs else ""
+            raise AssertionError(_("lora_alpha={alpha}, r={r} → {new_r}{method}: you returned {got:.4g}, so the "
+                                   "scaling {rule} becomes {after:.4g} instead of staying {before:.4g}.").format(
+                alpha=alpha, r=r, new_r=new_r, method=method, got=got, rule=rule, after=after, before=before))
+    return _("the scaling α/r (or α/√r with rsLoRA) stays put when r changes only if α moves with it.")

@@ -1,0 +1,161 @@
+"""Checks for the exercises of notebook 03 (LoRA vs PEFT): a LoraConfig for GPT-2, the names behind
+target_modules="all-linear", and a PEFT adapter copied into a lora_lab model."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+
+from .i18n import _
+from .verdict import _call, _check
+
+__all__ = ["check_gpt2_lora_config", "check_all_linear_targets", "check_copy_adapter"]
+
+
+def _tiny_gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=64, n_positions=32,
+                                      bos_token_id=0, eos_token_id=0)).eval()
+
+
+def _tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=4, vocab_size=64)).eval()
+
+
+def _tiny_biogpt():
+    """A causal LM whose output head is not called lm_head: BioGPT's is `output_projection`."""
+    from transformers import BioGptConfig, BioGptForCausalLM
+
+    torch.manual_seed(0)
+    return BioGptForCausalLM(BioGptConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                          num_attention_heads=4, vocab_size=64)).eval()
+
+
+def _attention_targets(model) -> list[str]:
+    """The attention projections PEFT itself targets on this architecture (its default target_modules)."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+
+    return list(DEFAULTS[model.config.model_type])
+
+
+@_check("Exercise 03.1 · gpt2_lora_config")
+def check_gpt2_lora_config(fn) -> str:
+    """fn() -> a peft.LoraConfig that puts LoRA on GPT-2's attention, with the r, α and dropout the exercise asks for."""
+    import peft
+    from transformers.pytorch_utils import Conv1D
+
+    config = _call(fn)
+    assert isinstance(config, peft.LoraConfig), _("return a peft.LoraConfig, got {kind}.").format(
+        kind=type(config).__name__)
+    assert config.r == 8, _("the exercise asks for the rank r = 8; your config has r={got!r}.").format(got=config.r)
+    assert config.lora_alpha == 32, _("the exercise asks for α (lora_alpha) = 32; your config has lora_alpha={got!r}."
+                                      ).format(got=config.lora_alpha)
+    assert config.lora_dropout == 0.1, _("the exercise asks for the dropout on the LoRA path (lora_dropout) = 0.1; "
+                                         "your config has lora_dropout={got!r}.").format(got=config.lora_dropout)
+    model = _tiny_gpt2()
+    ids = torch.arange(10)[None]  # (1, 10)
+    with torch.no_grad():
+        before = model(ids).logits
+    attention = _attention_targets(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            wrapped = peft.get_peft_model(model, copy.deepcopy(config))
+        except ValueError as e:
+            targets = config.target_modules
+            targets = sorted(targets) if isinstance(targets, (set, list, tuple)) else targets
+            raise AssertionError(_("PEFT refused the config ({error}: target_modules {targets} match nothing in "
+                                   "GPT-2). GPT-2 does not name its layers as Llama does: print(model) and see what "
+                                   "it calls its attention projection, one fused Conv1D for query, key and value."
+                                   ).format(error=type(e).__name__, targets=targets)) from None
+    assert isinstance(wrapped, peft.PeftModelForCausalLM), _(
+        "task_type={task!r}: PEFT wrapped GPT-2 as a {kind}, not as a causal language model (whose wrapper "
+        "generates text and shifts the labels). Set the peft.TaskType that says what GPT-2 is."
+    ).format(task=config.task_type, kind=type(wrapped).__name__)
+    names = [n for n, m in wrapped.named_modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer")]
+    adapted = [n for n in names if n.rsplit(".", 1)[-1] in attention]
+    assert adapted, _("LoRA landed on {landed} but not on the attention: print(model) and look for the attention "
+                      "block's projection, one fused Conv1D for query, key and value.").format(
+        landed=sorted({n.rsplit(".", 1)[-1] for n in names}))
+    layer = wrapped.get_submodule(adapted[0])
+    transposed = isinstance(layer.base_layer, Conv1D)  # Conv1D keeps its weight as (in, out)
+    assert bool(config.fan_in_fan_out) == transposed, _(
+        "GPT-2's Conv1D stores its weight as (in, out), transposed from nn.Linear's (out, in); PEFT notices and "
+        "corrects your config with a warning. Say it yourself: LoraConfig has a flag for a weight stored that way.")
+    with torch.no_grad():
+        assert torch.allclose(wrapped(ids).logits, before, atol=1e-6), \
+            _("at init the output changed: keep init_lora_weights at its default so that B starts at zero.")
+    d_out = layer.lora_B["default"].weight.shape[0]
+    trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
+    return _("LoRA on {name}: one B of {rows} rows adapts Wq, Wk and Wv at once ({trainable:,} trainable on this tiny "
+             "GPT-2).").format(name=adapted[0].rsplit(".", 1)[-1], rows=d_out, trainable=trainable)
+
+
+@_check("Exercise 03.2 · linear_layer_names")
+def check_all_linear_targets(fn) -> str:
+    """fn(model) -> the module names (last part, as target_modules takes them) of every nn.Linear but the output head."""
+    from ..lora import LoraConfig, find_target_modules
+
+    for arch, build in [("Llama", _tiny_llama), ("BioGPT", _tiny_biogpt)]:
+        model = build()
+        got = _call(fn, model)
+        assert isinstance(got, (list, tuple, set)) and all(isinstance(n, str) for n in got), \
+            _("return a list of module names (strings), got {kind}.").format(kind=type(got).__name__)
+        want = {n.rsplit(".", 1)[-1] for n in find_target_modules(model, LoraConfig(target_modules="all-linear"))}
+        got = set(got)
+        if any("." in n for n in got):
+            raise AssertionError(_("return the last part of each name (e.g. 'q_proj'), as target_modules takes them, "
+                                   "not full paths such as {path!r}.").format(path=sorted(n for n in got if "." in n)[0]))
+        head = [n for n, m in model.named_modules() if m is model.get_output_embeddings()][0]
+        if head in got:
+            raise AssertionError(_("{arch}: {head!r} is the output head, mapping to the vocabulary; QLoRA and PEFT's "
+                                   "'all-linear' leave it out (find it with model.get_output_embeddings()).").format(
+                arch=arch, head=head))
+        assert not got - want, _("{arch}: {extra} are not linear layers of this model; walk model.named_modules() and "
+                                 "keep the nn.Linear ones instead of listing names by hand.").format(
+            arch=arch, extra=sorted(got - want))
+        assert not want - got, _("{arch}: you missed {count} of the model's linear layer names; walk "
+                                 "model.named_modules() and keep every nn.Linear but the output head.").format(
+            arch=arch, count=len(want - got))
+    return _("the same layers as target_modules='all-linear' — for Llama the seven projections, for other "
+             "architectures whatever their linear layers are called.")
+
+
+@_check("Exercise 03.3 · copy_peft_to_lora_lab")
+def check_copy_adapter(fn) -> str:
+    """fn(peft_model, our_model) copies every LoRA A and B from a PEFT model into a lora_lab model, in place."""
+    import peft
+
+    from ..lora import LoraConfig, inject_lora, lora_layers
+
+    for targets in (["q_proj", "v_proj"], "all-linear"):
+        base = _tiny_llama()
+        theirs = peft.get_peft_model(copy.deepcopy(base), peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets))
+        with torch.no_grad():
+            for n, p in theirs.named_parameters():
+                if "lora_" in n:
+                    p.copy_(torch.randn_like(p) * 0.2)  # a trained-looking adapter
+        ours = inject_lora(copy.deepcopy(base), LoraConfig(r=4, lora_alpha=8, target_modules=targets))
+        reference = {n: p.detach().clone() for n, p in theirs.named_parameters()}
+        _call(fn, theirs, ours)
+        changed = [n for n, p in theirs.named_parameters() if not torch.equal(p, reference[n])]
+        assert not changed, _("the PEFT model was modified ({name!r}); copy from it, into ours.").format(name=changed[0])
+        stale = [n for n, layer in lora_layers(ours) if torch.count_nonzero(layer.lora_B.weight) == 0]
+        assert not stale, _("{stale} of {total} LoRA layers were not filled (e.g. {name!r}). Print a few names of "
+                            "peft_model.named_parameters() next to our_model's: PEFT's carry a prefix and an adapter "
+                            "name that ours do not.").format(stale=len(stale), total=len(lora_layers(ours)),
+                                                             name=stale[0])
+        ids = torch.arange(12)[None]
+        with torch.no_grad():
+            diff = float((ours(ids).logits - theirs(ids).logits).abs().max())
+        assert diff < 1e-5, _("with targets {targets!r} the logits differ by {diff:.2e}: some A and B went to the "
+                              "wrong layer, or A and B were swapped.").format(targets=targets, diff=diff)
+    return _("the two models now give identical logits: same adapter, two libraries.")
