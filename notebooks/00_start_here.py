@@ -69,8 +69,8 @@ versions()
 # a small *low-rank* update: two thin matrices B and A whose product has the shape of the weight. Two
 # settings matter most: the **rank r** (more capacity, more parameters) and **α** (how strongly the
 # update is weighted, through the factor α/r). Trainable parameters drop by orders of magnitude, and a
-# trained adapter is a small file (16 MB for Llama-2-7B at r = 8, next to 13.5 GB for the model itself)
-# that can be swapped or merged back into the model.
+# trained adapter is a small file (16.8 MB in fp32 for Llama-2-7B at r = 8, next to 13.5 GB for the
+# model itself in fp16) that can be swapped or merged back into the model.
 #
 # **QLoRA** (Dettmers et al. 2023) does the same on top of a base model stored in **4 bits** (the NF4
 # format), which shrinks the frozen weights about 3.5-fold (13.5 GB → 3.9 GB for Llama-2-7B); the adapter
@@ -103,9 +103,9 @@ versions()
 # ## What can this machine run?
 #
 # Everything in the kit runs on a laptop CPU with the embedded tiny model. A GPU unlocks the real
-# Llama-2-7B. Which number format the GPU computes in matters: bf16 has fp32's range and never
-# overflows, fp16 has more precision but overflows above 65,504 and needs loss scaling. Colab's free
-# T4 has no bf16, so the fine-tune uses fp16 there.
+# Llama-2-7B. Which number format the GPU computes in matters: bf16 has fp32's range (up to about
+# 3.4 × 10³⁸), so it does not overflow where fp16 does; fp16 has more precision but overflows above
+# 65,504 and needs loss scaling. Colab's free T4 has no bf16, so the fine-tune uses fp16 there.
 
 # %% tags=["nbval-ignore-output"]
 env = describe_environment()

@@ -234,20 +234,28 @@ assert torch.allclose(q.dequantize(), by_hand, atol=1e-6)  # equal but for the 8
 # ## Parity with bitsandbytes, checked live
 #
 # Same bytes, same scales, same dequantized values, for the three input dtypes and for shapes whose
-# size is odd or not a multiple of the blocksize.
+# size is odd or not a multiple of the blocksize. The dequantized values are compared with bitsandbytes'
+# own `dequantize_4bit`, on shapes where it is exact on every CPU (for some other shapes it is not on
+# AVX-512 CPUs: see below).
 
 # %%
+from lora_lab import bnb_cpu
+
+AVX512_CPU = {"avx512f": True, "torch_capability": "AVX512"}  # the only CPUs where bitsandbytes' dequantize errs
 g = torch.Generator().manual_seed(0)
 rows = []
 for shape in [(512, 192), (3, 1001), (7, 64), (1, 999)]:
+    assert not bnb_cpu.dequantize_takes_faulty_path(shape, 64, AVX512_CPU)  # so exact on every CPU
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         w = torch.randn(shape, generator=g).to(dtype)
         ours = nf4.quantize_nf4(w, 64, double_quant=False)
         theirs_packed, theirs_state = bnbf.quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=False)
-        same = torch.equal(ours.packed, theirs_packed.flatten()) and torch.equal(ours.absmax, theirs_state.absmax)
-        rows.append((str(shape), str(dtype).removeprefix("torch."), "identical" if same else "DIFFERENT"))
-        assert same
-plots.print_table(["shape", "dtype", "packed bytes and absmax"], rows)
+        same_bytes = torch.equal(ours.packed, theirs_packed.flatten()) and torch.equal(ours.absmax, theirs_state.absmax)
+        same_values = torch.equal(nf4.dequantize_nf4(ours), bnbf.dequantize_4bit(theirs_packed, theirs_state))
+        rows.append((str(shape), str(dtype).removeprefix("torch."),
+                     *("identical" if same else "DIFFERENT" for same in (same_bytes, same_values))))
+        assert same_bytes and same_values
+plots.print_table(["shape", "dtype", "packed bytes and absmax", "dequantized values"], rows)
 
 # %% [markdown]
 # ## Double quantization: quantizing the scales
@@ -357,12 +365,14 @@ plots.print_table(["shape", "blocksize", "bitsandbytes: largest error", "wrong r
 # %% [markdown]
 # What the table shows depends on the CPU, and the rule behind it comes from bitsandbytes 0.50's C++ source
 # (`dequantizeBlockwise4bitCpu`):
-# - On a CPU that reports **AVX-512F** (most servers and cloud VMs, Colab's Intel Xeons among them, Intel
-#   laptops since Ice Lake, AMD Zen 4 and later), a last dimension that is a multiple of 16 takes a
-#   vectorised kernel that looks up each block's scale *per row*, as if every row held a whole number of
-#   blocks. When the last dimension is **not a multiple of the blocksize**, every row after the first reads
-#   the wrong scales: (8, 48), (4, 64) with blocks of 128 and (16, 128) with blocks of 256 come out wrong
-#   there, while (8, 40) (not a multiple of 16) and (8, 47) (odd: a pure-PyTorch path) are exact.
+# - On a CPU that reports **AVX-512F** — most servers and cloud VMs (Colab's Intel Xeons among them),
+#   Intel's Ice Lake and Tiger Lake laptop chips (part of the 10th and 11th Core generations), AMD Zen 4
+#   and later, but not Intel's consumer chips from the 12th generation (Alder Lake) on, which have AVX-512
+#   disabled — a last dimension that is a multiple of 16 takes a vectorised kernel that looks up each
+#   block's scale *per row*, as if every row held a whole number of blocks. When the last dimension is
+#   **not a multiple of the blocksize**, every row after the first reads the wrong scales: (8, 48), (4, 64)
+#   with blocks of 128 and (16, 128) with blocks of 256 come out wrong there, while (8, 40) (not a
+#   multiple of 16) and (8, 47) (odd: a pure-PyTorch path) are exact.
 # - On an **AVX2-only** x86 CPU and on **ARM** (Apple Silicon), bitsandbytes takes a scalar loop over the
 #   flat tensor (ARM's vectorised kernel first checks that rows hold whole blocks): exact for every shape.
 #
@@ -561,7 +571,8 @@ plots.print_table(["Llama-2-7B", "GiB before activations", "fits a T4's 14.75 Gi
 assert training["QLoRA (NF4 + double quant base + adapter)"] / GiB < 7 < 14.75 < training["LoRA (fp16 base + adapter)"] / GiB
 
 # %% [markdown]
-# That is the difference the two articles' "memory: low vs very low" comparison points at, in numbers:
+# That is the difference the "memory: low vs very low" row of notebook 00's LoRA-vs-QLoRA table (from the
+# overview article this kit grew from) points at, in numbers:
 # full fine-tuning needs a cluster, LoRA on a 16-bit base leaves no room for activations on a T4, and
 # QLoRA leaves over half of the T4 free for them. (What 4 bits cost in *quality* is measured in notebooks
 # 05 and 06, by fine-tuning.)
