@@ -5,6 +5,8 @@
     lora-lab finetune --lora-r 8 --learning-rate 1e-3   # any setting of lora_lab.finetune.FinetuneConfig
     lora-lab finetune --out runs/r8 --resume            # continue an interrupted run from its last checkpoint
     lora-lab estimate --profile llama2-7b-t4            # the memory estimate alone
+    lora-lab classroom release OUT/                     # a student copy: no solutions, exercise outputs cleared
+    lora-lab classroom grade SUBMISSIONS/ --out grades.csv   # run and grade submitted notebooks
     accelerate launch --num_processes 2 -m lora_lab finetune ...   # data parallel, one process per GPU
 """
 
@@ -105,7 +107,66 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--no-progress", action="store_true", help="no progress bar")
     for p in (ft, est):
         add_config_arguments(p)
+    _add_classroom(sub)
     return parser
+
+
+def _positive(s: str) -> float:
+    try:
+        value = float(s)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a positive number")
+    return value
+
+
+def _add_classroom(sub) -> None:
+    room = sub.add_parser("classroom", help="hand out the exercises without solutions, and grade them",
+                          description="For instructors: a student release, and a grader for submitted notebooks.")
+    what = room.add_subparsers(dest="classroom", required=True)
+    rel = what.add_parser("release", help="write a student copy of the kit: no solutions, exercise outputs cleared")
+    rel.add_argument("out", metavar="OUT", help="new (or empty) folder for the student copy")
+    rel.add_argument("--repository", metavar="OWNER/NAME", help="GitHub repository you will push the release to: "
+                                                                "the Colab badges and install cell then fetch it")
+    gr = what.add_parser("grade", help="run each submitted notebook in isolation and grade its exercises")
+    gr.add_argument("submissions", metavar="SUBMISSIONS", help="folder of submitted .ipynb files (or one sub-folder "
+                                                               "per student)")
+    gr.add_argument("--out", required=True, metavar="CSV", help="new CSV file for the grades (never overwritten)")
+    gr.add_argument("--notebook", metavar="NN", help="the notebook every submission should be, e.g. 02")
+    gr.add_argument("--timeout", type=_positive, default=600.0, metavar="S", help="seconds a notebook may run (600)")
+    gr.add_argument("--cell-timeout", type=_positive, default=120.0, metavar="S",
+                    help="seconds one cell may run before it is interrupted (120)")
+    gr.add_argument("--memory-gib", type=_positive, default=6.0, metavar="GIB",
+                    help="address space a notebook may map, in GiB (6)")
+    gr.add_argument("--language", choices=("en", "vi"), default="en", help="language of the checks' messages")
+    gr.add_argument("--plot", metavar="PNG", help="where to draw the summary (default: next to --out, .png)")
+
+
+def classroom(args) -> int:
+    """`lora-lab classroom release|grade`: checks every argument before anything runs."""
+    from pathlib import Path
+
+    if args.classroom == "release":
+        from .classroom.release import release
+
+        out = release(Path(args.out), repository=args.repository)
+        print(f"student copy written to {out}: hand it out as it is (see the README's section for instructors)")
+        return 0
+    from .classroom.grade import Limits, exercises_by_notebook, grade
+
+    folder, out = Path(args.submissions), Path(args.out)
+    if not folder.is_dir():
+        raise ValueError(f"SUBMISSIONS={args.submissions!r} is not a folder")
+    numbers = sorted(exercises_by_notebook())
+    if args.notebook is not None and args.notebook not in numbers:
+        raise ValueError(f"--notebook={args.notebook!r}: choose one of the notebooks with exercises: {', '.join(numbers)}")
+    if out.suffix.lower() != ".csv":
+        raise ValueError(f"--out={args.out!r}: give a .csv file name")
+    limits = Limits(timeout_s=args.timeout, cell_timeout_s=args.cell_timeout, memory_gib=args.memory_gib,
+                    language=args.language)
+    grade(folder, out, notebook=args.notebook, limits=limits, plot=Path(args.plot) if args.plot else None)
+    return 0
 
 
 def _config_from(args) -> tuple[FinetuneConfig, dict]:
@@ -136,6 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 a setting or machine problem)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if args.command == "classroom":
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        try:
+            return classroom(args)
+        except (ValueError, OSError) as err:
+            print(f"lora-lab: error: {err}", file=sys.stderr)
+            return 2
     if extra:  # a misspelt setting must stop the run, never be ignored
         flags = ["--" + f.name.replace("_", "-") for f in dataclasses.fields(FinetuneConfig)]
         flags += ["--out", "--config", "--print-config", "--no-progress", "--overwrite", "--resume"]
