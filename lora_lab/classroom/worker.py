@@ -3,8 +3,8 @@
 `python -m lora_lab.classroom.worker SPEC.json` is started by `grade.py` in a scratch folder, with a memory
 limit, a process group the grader kills at the notebook's time limit and, where Linux allows it, no
 network. It executes every cell of the submission (an error or a cell over its time limit is recorded and
-the next cell runs), then appends one grading cell per exercise. A grading cell reloads the kit's exercise
-checks from disk, so a check the notebook redefined or patched is replaced by the kit's own, and calls the
+the next cell runs), then appends one grading cell per exercise. A grading cell imports the kit's exercise
+checks afresh from disk, so a check the notebook redefined or patched is replaced by the kit's own, and calls the
 check on the learner's function or class. Every event is appended at once to SPEC's results file (one JSON
 object a line), so what happened before a kill survives it.
 """
@@ -28,11 +28,9 @@ def __lora_lab_grade(exercise_id, answer_name, results, hashes, language):
     if changed:
         row.update(status="not graded", message="the notebook changed the kit's own files: " + ", ".join(changed))
     else:
-        names = [m for m in list(sys.modules) if m.startswith("lora_lab.exercises.")] + ["lora_lab.exercises"]
-        for name in names:  # the kit's checks as they are on disk, whatever the notebook did to them
-            if name in sys.modules:
-                importlib.reload(sys.modules[name])
-        exercises = sys.modules["lora_lab.exercises"]
+        for name in [m for m in sys.modules if m == "lora_lab.exercises" or m.startswith("lora_lab.exercises.")]:
+            del sys.modules[name]  # then imported afresh: the kit's checks as on disk, whatever the notebook did
+        exercises = importlib.import_module("lora_lab.exercises")
         exercises.set_language(language)
         check = next(c for c in exercises.EXERCISES if c.exercise_id == exercise_id)
         answer = globals().get(answer_name)
