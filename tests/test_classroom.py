@@ -146,8 +146,11 @@ def graded(student_copy, tmp_path_factory):
     nb00 = (student_copy / "notebooks" / "00_start_here.ipynb").read_text()
     subs = tmp_path_factory.mktemp("submissions")
 
-    def submit(student, change=None, text=None):
+    def submit(student, change=None, text=None, whole=False):
         nb = json.loads(text or nb00)
+        if not (whole or text):  # students may delete cells; sparing the model's load keeps this test quick
+            first = next(i for i, c in enumerate(nb["cells"]) if "## The path through the kit" in _src(c))
+            nb["cells"] = nb["cells"][:3] + nb["cells"][first:]
         if change:
             change(nb)
         (subs / student).mkdir()
@@ -185,7 +188,7 @@ def graded(student_copy, tmp_path_factory):
         _answer(nb, "compute_dtype_for", RIGHT["compute_dtype_for"])
         _answer(nb, "weights_gib", "    return 0.0\n", extra="\n\nimport os\n\nos._exit(3)\n")
 
-    submit("alice", all_right)
+    submit("alice", all_right, whole=True)
     submit("bob")
     submit("carol", wrong_then_right)
     submit("dave", syntax_error)
@@ -195,7 +198,7 @@ def graded(student_copy, tmp_path_factory):
     submit("heidi", dies)
     (subs / "ivan.ipynb").write_text("{ this is not json")
     out = tmp_path_factory.mktemp("grades") / "grades.csv"
-    limits = grading.Limits(timeout_s=240, cell_timeout_s=5, memory_gib=6)
+    limits = grading.Limits(timeout_s=240, cell_timeout_s=8, memory_gib=6)
     lines = []
     rows = grading.grade(subs, out, notebook="00", limits=limits, echo=lines.append)
     return out, rows, "\n".join(lines)
@@ -217,7 +220,7 @@ EXPECTED = {  # (student, exercise): (status, run starts with, message contains,
     ("dave", "00.2"): ("wrong", "ran with errors in 1 cell(s)", "its cell raised SyntaxError", ""),
     ("dave", "00.3"): ("not done", "ran with errors in 1 cell(s)", "NotImplementedError", ""),
     ("erin", "00.1"): ("not done", "ran with errors in 1 cell(s)", "NotImplementedError", ""),
-    ("erin", "00.2"): ("wrong", "ran with errors in 1 cell(s)", "did not finish within 5 s", ""),
+    ("erin", "00.2"): ("wrong", "ran with errors in 1 cell(s)", "did not finish within 8 s", ""),
     ("erin", "00.3"): ("not done", "ran with errors in 1 cell(s)", "NotImplementedError", ""),
     ("frank", "00.1"): ("not done", OK, "NotImplementedError", ""),
     ("frank", "00.2"): ("wrong", OK, "GB", "own check call said correct"),
