@@ -160,10 +160,11 @@ def graded(student_copy, tmp_path_factory):
         for name, body in RIGHT.items():
             _answer(nb, name, body)
 
-    def wrong_then_right(nb):  # and a cell over the memory limit, which fails alone
+    def wrong_then_right(nb):  # with a check call deleted, and a cell over the memory limit that fails alone
         _answer(nb, "compute_dtype_for", "    return torch.float16\n")
         _answer(nb, "weights_gib", RIGHT["weights_gib"])
         _answer(nb, "llama2_row", RIGHT["llama2_row"])
+        _edit(nb, "llama2_row", lambda src: src.replace("check_llama2_format(llama2_row)", ""))
         nb["cells"].append({"cell_type": "code", "id": "memory-hog", "metadata": {}, "outputs": [],
                             "execution_count": None, "source": "hog = bytearray(8 * 2**30)"})
 
@@ -215,7 +216,7 @@ EXPECTED = {  # (student, exercise): (status, run starts with, message contains,
     ("bob", "00.3"): ("not done", OK, "NotImplementedError", ""),
     ("carol", "00.1"): ("wrong", MEMORY, "you chose torch.float16", ""),
     ("carol", "00.2"): ("correct", MEMORY, "", ""),
-    ("carol", "00.3"): ("correct", MEMORY, "", ""),
+    ("carol", "00.3"): ("correct", MEMORY, "", "no longer calls check_llama2_format"),
     ("dave", "00.1"): ("correct", "ran with errors in 1 cell(s)", "", ""),
     ("dave", "00.2"): ("wrong", "ran with errors in 1 cell(s)", "its cell raised SyntaxError", ""),
     ("dave", "00.3"): ("not done", "ran with errors in 1 cell(s)", "NotImplementedError", ""),
@@ -251,6 +252,8 @@ def test_grades_csv_is_exactly_as_expected(graded):
         assert message in r["message"], (key, r["message"])
         assert (note in r["note"]) if note else r["note"] == "", (key, r["note"])
         assert r["notebook"] == "00" and r["file"].endswith(".ipynb")
+        if key[0] == "erin":
+            assert r["run"].endswith("interrupted at the 8 s cell time limit"), r["run"]
         if key[0] == "carol":
             assert "MemoryError" in r["run"], r["run"]
         if status in ("correct", "wrong", "not done"):

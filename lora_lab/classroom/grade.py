@@ -212,7 +212,9 @@ def grade_submission(student: str, path: Path, root: Path, expected: str | None,
         run = f"could not run: {dead['detail']}"
     elif errors:
         first = errors[0]
-        run = f"ran with errors in {len(errors)} cell(s); first: cell {first['cell']}, {first['ename']}: {first['evalue']}"
+        what = (f"interrupted at the {limits.cell_timeout_s:g} s cell time limit" if first["ename"] == "KeyboardInterrupt"
+                else f"{first['ename']}: {first['evalue']}")  # the grader's interrupt is the only KeyboardInterrupt
+        run = f"ran with errors in {len(errors)} cell(s); first: cell {first['cell']}, {what}"
     else:
         run = "ok"
     stored = _shown(nb)
