@@ -152,6 +152,10 @@ def classroom(args) -> int:
 
         out = release(Path(args.out), repository=args.repository)
         print(f"student copy written to {out}: hand it out as it is (see the README's section for instructors)")
+        if args.repository is None:
+            print("note: its Colab badges and install cell fetch the public kit, which holds the solutions; push the "
+                  "release to a public repository of your own and pass --repository owner/name to avoid that",
+                  file=sys.stderr)
         return 0
     from .classroom.grade import Limits, exercises_by_notebook, grade
 

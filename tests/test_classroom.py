@@ -2,7 +2,7 @@
 
 The grading test builds a release, fills notebook 00 the ways students do (right, untouched, wrong then right,
 a syntax error, an endless loop, a check redefined and its stored output edited, another notebook, a kernel
-that dies) and compares the whole CSV with what it must say.
+that dies, the kit patched in memory) and compares the whole CSV with what it must say.
 """
 
 import csv
@@ -87,6 +87,9 @@ def test_release_refuses_to_overwrite_and_checks_the_repository(tmp_path, capsys
     (tmp_path / "out" / "mine.txt").write_text("keep me")
     assert main(["classroom", "release", str(tmp_path / "out")]) == 2
     assert "not empty" in capsys.readouterr().err and (tmp_path / "out" / "mine.txt").read_text() == "keep me"
+    (tmp_path / "file").write_text("keep me too")
+    assert main(["classroom", "release", str(tmp_path / "file")]) == 2
+    assert "is a file" in capsys.readouterr().err
     assert main(["classroom", "release", str(tmp_path / "new"), "--repository", "not a repo"]) == 2
     assert "repository='not a repo'" in capsys.readouterr().err and not (tmp_path / "new").exists()
 
@@ -110,6 +113,10 @@ def test_grade_refuses_bad_arguments_before_running_anything(tmp_path, capsys):
     assert "never overwritten" in capsys.readouterr().err and (tmp_path / "g.csv").read_text() == "earlier grades"
     with pytest.raises(SystemExit):
         main(["classroom", "grade", str(tmp_path / "subs"), "--out", str(tmp_path / "h.csv"), "--timeout", "-1"])
+    assert main(["classroom", "grade", str(tmp_path / "subs"), "--out", str(tmp_path / "no" / "h.csv")]) == 2
+    assert "--out: the folder" in capsys.readouterr().err
+    assert main(["classroom", "grade", str(tmp_path / "subs"), "--out", str(tmp_path / "h.csv")]) == 2
+    assert "nothing to grade" in capsys.readouterr().err and not (tmp_path / "h.csv").exists()
 
 
 # ----------------------------------------------------------------------------- grading fabricated submissions
@@ -185,6 +192,10 @@ def graded(student_copy, tmp_path_factory):
                                     "data": {"text/plain": "Exercise 00.3 · llama2_row: correct — edited"}}]
                 cell["execution_count"] = 9
 
+    def patches_the_kit(nb):  # the reference 00.3 is checked against, replaced by the student's own
+        _answer(nb, "llama2_row", '    return f"<s>[INST]{prompt}[/INST]{answer}</s>"\n',
+                extra='\n\nlora_lab.tasks.format_llama2 = lambda prompt, answer: f"<s>[INST]{prompt}[/INST]{answer}</s>"\n')
+
     def dies(nb):
         _answer(nb, "compute_dtype_for", RIGHT["compute_dtype_for"])
         _answer(nb, "weights_gib", "    return 0.0\n", extra="\n\nimport os\n\nos._exit(3)\n")
@@ -197,6 +208,7 @@ def graded(student_copy, tmp_path_factory):
     submit("frank", redefined_check)
     submit("gina", text=(student_copy / "notebooks" / "01_low_rank_intuition.ipynb").read_text())
     submit("heidi", dies)
+    submit("judy", patches_the_kit)
     (subs / "ivan.ipynb").write_text("{ this is not json")
     out = tmp_path_factory.mktemp("grades") / "grades.csv"
     limits = grading.Limits(timeout_s=240, cell_timeout_s=8, memory_gib=6)
@@ -232,6 +244,9 @@ EXPECTED = {  # (student, exercise): (status, run starts with, message contains,
     ("heidi", "00.1"): ("not graded", "kernel died in cell", "stopped before", ""),
     ("heidi", "00.2"): ("not graded", "kernel died in cell", "stopped before", ""),
     ("heidi", "00.3"): ("not graded", "kernel died in cell", "stopped before", ""),
+    ("judy", "00.1"): ("not graded", OK, "lora_lab.tasks.format_llama2 (replaced in memory)", ""),
+    ("judy", "00.2"): ("not graded", OK, "lora_lab.tasks.format_llama2 (replaced in memory)", ""),
+    ("judy", "00.3"): ("not graded", OK, "lora_lab.tasks.format_llama2 (replaced in memory)", ""),
     ("ivan", "00.1"): ("not graded", "unreadable: not a valid notebook", "could not be read", ""),
     ("ivan", "00.2"): ("not graded", "unreadable: not a valid notebook", "could not be read", ""),
     ("ivan", "00.3"): ("not graded", "unreadable: not a valid notebook", "could not be read", ""),
@@ -265,5 +280,5 @@ def test_summary_is_printed_and_drawn(graded):
     table = grading.summary_table(rows)
     assert table in printed
     line = next(ln for ln in table.splitlines() if ln.startswith("00.2"))
-    assert line.split()[1:5] == ["2", "3", "1", "3"]  # correct, wrong, not done, not graded
+    assert line.split()[1:5] == ["2", "3", "1", "4"]  # correct, wrong, not done, not graded
     assert out.with_suffix(".png").stat().st_size > 5000

@@ -254,10 +254,14 @@ def grade(submissions: Path, out: Path, notebook: str | None = None, limits: Lim
     """Grade every notebook under submissions; write the CSV to out (and the plot next to it). Returns the rows."""
     limits = limits or Limits()
     plot = plot or out.with_suffix(".png")
-    for path in (out, plot):
+    for flag, path in (("--out", out), ("--plot", plot)):  # all checked before a notebook runs
         if path.exists():
-            raise FileExistsError(f"{path} exists: choose another --out (grades are never overwritten)")
+            raise FileExistsError(f"{flag}: {path} exists: choose another name (grades are never overwritten)")
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"{flag}: the folder {path.parent} does not exist: create it first")
     subs = find_submissions(submissions)
+    if not subs:
+        raise FileNotFoundError(f"no .ipynb file under {submissions}: nothing to grade")
     cut = "cut" if _network_cut() else "not cut (this system has no unprivileged unshare): hub access is off"
     echo(f"grading {len(subs)} notebook(s); network {cut}; limits: {limits.timeout_s:g} s a notebook, "
          f"{limits.cell_timeout_s:g} s a cell, {limits.memory_gib:g} GiB")
@@ -265,7 +269,10 @@ def grade(submissions: Path, out: Path, notebook: str | None = None, limits: Lim
     for student, path in subs:
         got = grade_submission(student, path, submissions, notebook, limits)
         marks = " ".join(f"{r.exercise}:{r.status}" for r in got if r.exercise)
-        echo(f"  {student:<16} {path.name:<40} {got[0].run_seconds or '-':>6} s  {marks}  [{got[0].run[:60]}]")
+        notes = sum(1 for r in got if r.note)
+        flag = f"  NOTES on {notes} exercise(s): see the CSV" if notes else ""
+        echo(f"  {student:<12} {path.relative_to(submissions).as_posix():<44} {got[0].run_seconds or '-':>6} s  "
+             f"{marks}  [{got[0].run[:60]}]{flag}")
         rows.extend(got)
     write_csv(rows, out)
     echo("\n" + summary_table(rows))

@@ -27,6 +27,10 @@ PUBLIC = "lora-lab/lora-lab"
 _SOLUTIONS = re.compile(r"`notebooks/(?:vi/)?solutions/[^`]*`|\[[^\]]*\]\([^)]*/solutions/[^)]*\)")
 _CHECK_CALL = re.compile(r"^\s*check_\w+\(", re.M)
 INSTRUCTOR = {"en": "your instructor's copy", "vi": "bản của giảng viên"}
+# "Solutions: `notebooks/solutions/…`." as a whole sentence, in either language
+_SOLUTIONS_SENTENCE = {"en": (re.compile(r"Solutions:\s*`notebooks/solutions/[^`]*`\."), "Your instructor has the solutions."),
+                       "vi": (re.compile(r"Lời\s+giải(?:\s+\(solutions?\))?:\s*`notebooks/vi/solutions/[^`]*`\."),
+                              "Lời giải do giảng viên của bạn giữ.")}
 
 MAKEFILE = """\
 # The student copy of lora-lab: `make lab` creates .venv with the tested versions and opens JupyterLab.
@@ -48,7 +52,8 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 lab: $(STAMP)
-\t$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(DISPLAY),,--no-browser) $(LAB_ARGS)
+\t$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(DISPLAY),,--no-browser) \\
+\t\t$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 """
 
 README = """\
@@ -63,6 +68,8 @@ QLoRA from scratch. Your instructor gave it to you; hand your notebooks back the
 
 Or open a notebook in Colab with the badge at its top. Without `make`: `python3 -m venv .venv`, then
 `.venv/bin/pip install -c constraints.txt torch==2.13.0 -e ".[dev]"` and `.venv/bin/jupyter lab`.
+
+The notebooks are in `notebooks/`; the same notebooks in Vietnamese are in `notebooks/vi/` (see README.vi.md).
 
 ## Exercises
 
@@ -85,7 +92,10 @@ và QLoRA từ đầu. Giảng viên đã gửi nó cho bạn; hãy nộp lại 
 
     make lab        # lần đầu: tạo .venv (vài phút), rồi mở JupyterLab ở notebooks/
 
-Hoặc mở notebook trên Colab bằng nút ở đầu notebook. Các notebook tiếng Việt nằm trong `notebooks/vi/`.
+Hoặc mở notebook trên Colab bằng nút ở đầu notebook. Không dùng `make`: chạy `python3 -m venv .venv`, rồi
+`.venv/bin/pip install -c constraints.txt torch==2.13.0 -e ".[dev]"` và `.venv/bin/jupyter lab`.
+
+Các notebook tiếng Việt nằm trong `notebooks/vi/`, kèm [bảng thuật ngữ Việt ↔ Anh](notebooks/vi/GLOSSARY.md).
 
 ## Bài tập
 
@@ -108,7 +118,8 @@ def student_notebook(nb: dict, number: str, language: str, repository: str | Non
     for cell in nb["cells"]:
         src = _src(cell)
         if cell["cell_type"] == "markdown":
-            src = _SOLUTIONS.sub(INSTRUCTOR[language], src)
+            sentence, instead = _SOLUTIONS_SENTENCE[language]
+            src = _SOLUTIONS.sub(INSTRUCTOR[language], sentence.sub(instead, src))
         elif _CHECK_CALL.search(src):
             cell["outputs"], cell["execution_count"] = [], None
         if repository:
@@ -128,7 +139,9 @@ def release(out: Path, repository: str | None = None) -> Path:
     """
     if repository is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+", repository):
         raise ValueError(f"repository={repository!r}: give the GitHub repository as owner/name, e.g. myclass/lora")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file: give a new folder for the release")
+    if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty: give a new folder (a release never overwrites)")
     if not (ROOT / "notebooks").is_dir():
         raise FileNotFoundError(f"no notebooks/ next to the package ({ROOT}): make releases from a clone of the kit")

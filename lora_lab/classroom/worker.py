@@ -24,9 +24,22 @@ def __lora_lab_grade(exercise_id, answer_name, results, hashes, language):
     kit = pathlib.Path(sys.modules["lora_lab"].__file__).parent
     changed = [name for name, digest in hashes.items()
                if hashlib.sha256((kit / name).read_bytes()).hexdigest() != digest]
+    # the kit's functions and classes replaced in memory by code from the notebook (a check's references)
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] != "lora_lab" or name.startswith("lora_lab.exercises"):
+            continue
+        for attr, value in list(vars(module).items()):
+            found = [(attr, value)]
+            if isinstance(value, type) and value.__module__.startswith("lora_lab"):
+                found += [(attr + "." + k, v) for k, v in vars(value).items()]
+            for where, v in found:
+                v = getattr(v, "__func__", v)
+                if getattr(v, "__module__", None) == "__main__" or "ipykernel" in getattr(
+                        getattr(v, "__code__", None), "co_filename", ""):
+                    changed.append(name + "." + where + " (replaced in memory)")
     row = {{"kind": "grade", "exercise": exercise_id}}
     if changed:
-        row.update(status="not graded", message="the notebook changed the kit's own files: " + ", ".join(changed))
+        row.update(status="not graded", message="the notebook changed the kit itself: " + ", ".join(changed))
     else:
         for name in [m for m in sys.modules if m == "lora_lab.exercises" or m.startswith("lora_lab.exercises.")]:
             del sys.modules[name]  # then imported afresh: the kit's checks as on disk, whatever the notebook did

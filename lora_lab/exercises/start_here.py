@@ -106,5 +106,6 @@ def check_llama2_format(fn) -> str:
                                                        ).format(got=got)
         at = _first_difference(got, want)
         assert got == want, _("{got!r} leaves the data's format at character {at} (…{here!r}…): compare with a row "
-                              "of the instruction data, space by space.").format(got=got, at=at, here=got[max(at - 6, 0):at + 6])
+                              "of the instruction data, space by space.").format(got=got, at=at + 1,  # counted from 1
+                                                                  here=got[max(at - 6, 0):at + 6])
     return _("your rows have the data's format, BOS to EOS, as in mlabonne/guanaco-llama2-1k.")
