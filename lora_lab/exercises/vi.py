@@ -40,7 +40,8 @@ MESSAGES = {
     "for gpu_name={name!r}, bf16_supported=True you chose {got}: this GPU has bf16, which keeps fp32's range in "
     "16 bits, so training needs no loss scaling.":
         "với gpu_name={name!r}, bf16_supported=True bạn chọn {got}: GPU này có bf16, kiểu dữ liệu giữ nguyên "
-        "khoảng giá trị của fp32 trong 16 bit, nên khi huấn luyện không cần co giãn hàm mất mát (loss scaling).",
+        "khoảng giá trị của fp32 trong 16 bit, nên khi huấn luyện không cần nhân hệ số cho giá trị mất mát "
+        "(loss scaling).",
     "bf16 where the GPU has it, the other 16-bit dtype where it does not, full precision on a CPU: {cases} "
     "machines, all right.":
         "bf16 khi GPU có, kiểu 16-bit còn lại khi GPU không có, độ chính xác đầy đủ trên CPU: đúng cả {cases} máy.",
@@ -206,7 +207,7 @@ MESSAGES = {
         "đề bài yêu cầu α (lora_alpha) = 32; cấu hình của bạn có lora_alpha={got!r}.",
     "the exercise asks for the dropout on the LoRA path (lora_dropout) = 0.1; your config has "
     "lora_dropout={got!r}.":
-        "đề bài yêu cầu tỷ lệ dropout trên nhánh LoRA (lora_dropout) = 0.1; cấu hình của bạn có lora_dropout={got!r}.",
+        "đề bài yêu cầu tỉ lệ dropout trên nhánh LoRA (lora_dropout) = 0.1; cấu hình của bạn có lora_dropout={got!r}.",
     "PEFT refused the config ({error}: target_modules {targets} match nothing in GPT-2). GPT-2 does not name its "
     "layers as Llama does: print(model) and see what it calls its attention projection, one fused Conv1D for "
     "query, key and value.":
@@ -303,7 +304,7 @@ MESSAGES = {
         "chỉ số {at} (một giá trị {side}). Hãy kiểm tra offset (xác suất của giá trị ngoài cùng), rằng mỗi phía có "
         "dãy xác suất cách đều riêng, từ offset đến 0.5, và rằng mọi giá trị đều được chia cho giá trị lớn nhất.",
     "at 4 bits it is bitsandbytes' NF4 table; the same recipe gives NF2, NF3, NF5.":
-        "ở 4 bit, đó chính là bảng NF4 của bitsandbytes; cùng công thức đó cho NF2, NF3, NF5.",
+        "ở 4 bit, đó chính là bảng mã NF4 của bitsandbytes; cùng công thức đó cho NF2, NF3, NF5.",
     "the block absmax is stored in fp32, 32 bits, not 16.":
         "absmax của mỗi khối được lưu ở fp32, tức 32 bit, không phải 16.",
     "almost: the 8-bit absmax codes need their own fp32 scale, one per 256 blocks, and each weight carries its "
