@@ -240,7 +240,7 @@ def test_in_vietnamese_a_verdict_speaks_vietnamese():
     set_language("vi")
     wrong = ex.check_weights_gib(lambda n, bits: n * bits / 8 / 1e9)
     assert wrong.status == "wrong"  # the machine value stays English, for graders
-    assert repr(wrong).startswith("Bài tập 00.2 · weights_gib: chưa đúng — weights_gib(6,738,415,616, 16) = 13.48 là GB")
+    assert repr(wrong).startswith("Bài tập 00.2 · weights_gib: chưa đúng — weights_gib(6,738,415,616, 16) = 13.48 tính bằng GB")
     assert "GiB = 2**30 byte" in wrong.message and "#cf222e" in wrong._repr_html_()
     right = ex.check_weights_gib(lambda n, bits: n * bits / 8 / 2**30)
     assert repr(right).startswith("Bài tập 00.2 · weights_gib: đúng — trọng số của Llama-2-7B chiếm 12.55 GiB")
@@ -250,7 +250,7 @@ def test_in_vietnamese_a_verdict_speaks_vietnamese():
 
     pending = ex.check_compute_dtype(stub)
     assert pending.status == "not done"
-    assert repr(pending) == ("Bài tập 00.1 · compute_dtype_for: chưa làm — hàm vẫn còn raise NotImplementedError: "
+    assert repr(pending) == ("Bài tập 00.1 · compute_dtype_for: chưa làm — hàm vẫn còn ném ra NotImplementedError: "
                              "hãy viết câu trả lời của bạn thay cho dòng `raise`, rồi chạy lại ô code này.")
 
     def buggy(d, k, r):

@@ -15,7 +15,7 @@ MESSAGES = {
     " (line {line} of your code)": " (dòng {line} trong code của bạn)",
     "your code raised {error}: {detail}{where}": "code của bạn báo lỗi {error}: {detail}{where}",
     "it still raises NotImplementedError: write your answer in place of the `raise` line and run the cell again.":
-        "hàm vẫn còn raise NotImplementedError: hãy viết câu trả lời của bạn thay cho dòng `raise`, rồi chạy lại "
+        "hàm vẫn còn ném ra NotImplementedError: hãy viết câu trả lời của bạn thay cho dòng `raise`, rồi chạy lại "
         "ô code này.",
     "{name} should be a torch.Tensor, got {kind}.": "{name} phải là một torch.Tensor, nhưng lại là {kind}.",
     "return a number, got {kind}.": "hãy trả về một số; bạn trả về {kind}.",
@@ -47,7 +47,7 @@ MESSAGES = {
         "bf16 khi GPU có, kiểu 16-bit còn lại khi GPU không có, độ chính xác đầy đủ trên CPU: đúng cả {cases} máy.",
     "weights_gib({n:,}, {bits}) = {got:.4g} is in GB (10⁹ bytes); GPU memory such as the T4's 14.75 GiB is "
     "counted in GiB = 2**30 bytes.":
-        "weights_gib({n:,}, {bits}) = {got:.4g} là GB (10⁹ byte); bộ nhớ GPU, như 14.75 GiB của T4, được tính "
+        "weights_gib({n:,}, {bits}) = {got:.4g} tính bằng GB (10⁹ byte); bộ nhớ GPU, như 14.75 GiB của T4, được tính "
         "bằng GiB = 2**30 byte.",
     "weights_gib({n:,}, {bits}) = {got:.4g}: that counts bits, not bytes; divide by 8.":
         "weights_gib({n:,}, {bits}) = {got:.4g}: đó là số bit, không phải số byte; hãy chia cho 8.",
