@@ -32,10 +32,23 @@ from pathlib import Path
 
 from .report import COLUMNS, STATUSES, Row, plot_summary, summary_table, write_csv  # noqa: F401 (re-exported)
 
-# a verdict as the notebook displays it, in English or Vietnamese: "Exercise 00.2 · weights_gib: correct — …"
-_SHOWN = re.compile(r"(?:Exercise|Bài tập) (\d\d\.\d+) · \w+: (not yet right|not done yet|correct|chưa đúng|chưa làm|đúng)")
-_SHOWN_STATUS = {"correct": "correct", "đúng": "correct", "not yet right": "wrong", "chưa đúng": "wrong",
-                 "not done yet": "not done", "chưa làm": "not done"}
+
+def _verdict_pattern() -> tuple[re.Pattern, dict[str, str]]:
+    """A displayed verdict ("Exercise 00.2 · weights_gib: correct — …", or in Vietnamese) and {its label: status}.
+
+    Built from the checks' own message catalogue, so a reworded translation is still recognised.
+    """
+    from ..exercises.vi import MESSAGES
+
+    labels = {"correct": "correct", "not yet right": "wrong", "not done yet": "not done"}
+    labels |= {MESSAGES[en]: status for en, status in list(labels.items())}
+    title = "Exercise {number} · {name}"
+    words = "|".join(re.escape(t.split(" {number}")[0]) for t in (title, MESSAGES[title]))
+    alternatives = "|".join(re.escape(label) for label in sorted(labels, key=len, reverse=True))
+    return re.compile(rf"(?:{words}) (\d\d\.\d+) · \w+: ({alternatives})"), labels
+
+
+_SHOWN, _SHOWN_STATUS = _verdict_pattern()
 _HEADING = re.compile(r"^#\s*(\d\d)\s*·", re.M)
 
 
