@@ -219,20 +219,15 @@ assert type(merged_ours) is type(merged_theirs) and merge_diff < 1e-6
 # %% [markdown]
 # ## Speed and memory: the benchmark, small
 #
-# `benchmarks/bench_lora.py` trains the same Llama-architecture model with each library — same
-# config, seed and batches — and reports milliseconds per step and memory. Here its workers run in this
-# process at a small size (`make benchmarks` runs the full size, with a fresh process per memory run).
-# Timings vary from run to run, so that cell's output is not compared; the bytes autograd keeps for the
-# backward pass do not vary.
+# `lora_lab.bench` trains the same Llama-architecture model with each library — same config, seed and
+# batches — and reports milliseconds per step and memory. Here its workers run in this process at a small
+# size (in a clone, `make benchmarks` runs `benchmarks/bench_lora.py`: the full size, with a fresh process
+# per memory run). Timings vary from run to run, so that cell's output is not compared; the bytes autograd
+# keeps for the backward pass do not vary.
 
 # %% tags=["nbval-ignore-output"]
-import importlib.util
+from lora_lab import bench
 
-from lora_lab.paths import DATA_DIR
-
-spec = importlib.util.spec_from_file_location("bench_lora", DATA_DIR.parent / "benchmarks" / "bench_lora.py")
-bench = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench)
 small = bench.Bench(hidden=128, intermediate=344, layers=2, heads=4, vocab=256, batch=4, seq=64,
                     rounds=1, steps=10, warmup=2)
 timing = bench.time_worker(small)  # both models in this process, one step each in turn

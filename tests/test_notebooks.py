@@ -93,3 +93,52 @@ def test_no_stored_warning_or_error(path):
         for out in cell.get("outputs", []):
             assert out.get("name") != "stderr", f"{path.name} cell {i} stores stderr: {''.join(out['text'])[:200]}"
             assert out["output_type"] != "error", f"{path.name} cell {i} stores an error"
+
+
+# Learners run the notebooks in Colab or from a wheel, where only the installed package exists: no
+# benchmarks/, tests/ or data/ beside it. The Colab stand-in pass of `make test` runs every notebook from a
+# folder outside the repository against the installed kit, which catches any read outside it; this test
+# names the cell at once, without a run.
+_OUTSIDE = re.compile(r"(^|[\"'/ ])(\.\./|(benchmarks|tests|data|notebooks)/)")
+_CLONE_FOLDERS = {"benchmarks", "tests", "data", "notebooks", ".."}
+
+
+def _reaches_outside(src: str) -> list[str]:
+    import ast
+
+    found = []
+    try:
+        tree = ast.parse(src)
+    except SyntaxError:  # IPython magics: fall back to the text
+        return ["a line mentions " + m.group(2) for m in _OUTSIDE.finditer(src)]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "://" not in node.value \
+                and _OUTSIDE.search(node.value):
+            found.append(f"the path {node.value!r}")
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):  # Path / "benchmarks"
+            found += [f"the path part {side.value!r}" for side in (node.left, node.right)
+                      if isinstance(side, ast.Constant) and side.value in _CLONE_FOLDERS]
+        elif isinstance(node, ast.Attribute) and node.attr == "parent" and isinstance(node.value, ast.Name) \
+                and node.value.id in {"DATA_DIR", "EMBEDDED_MODEL", "EMBEDDED_DATASET"}:
+            found.append(f"{node.value.id}.parent (the clone's top folder; in an install it is site-packages)")
+        elif isinstance(node, ast.Name) and node.id == "__file__":
+            found.append("__file__ (a notebook has none)")
+    return found
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_notebook_needs_only_the_installed_kit(path):
+    bad = []
+    for cell in _cells(path):
+        if cell["cell_type"] == "code":
+            bad += [f"cell {cell['id']}: {what}" for what in _reaches_outside(_src(cell))]
+    assert not bad, (f"{path.relative_to(ROOT)} reads outside the installed package (in Colab only the kit "
+                     "installed by the first cell exists; move what it needs into lora_lab):\n" + "\n".join(bad))
+
+
+def test_the_outside_check_catches_the_old_benchmark_cell():
+    old = ('spec = importlib.util.spec_from_file_location("bench_lora", DATA_DIR.parent / "benchmarks" / '
+           '"bench_lora.py")')
+    assert len(_reaches_outside(old)) == 2  # DATA_DIR.parent, and / "benchmarks"
+    assert _reaches_outside('open("../data/tiny-instruct/train.jsonl")')
+    assert not _reaches_outside('from lora_lab import bench\nprint("see https://github.com/x/y/tests/")')
