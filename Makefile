@@ -1,7 +1,9 @@
 # lora-lab: two commands on a fresh clone.
 #   make lab    create .venv if missing, install the tested versions, open JupyterLab on notebooks/
 #   make test   create/update .venv, run every test (package tests and the notebooks under nbval), then
-#               the notebooks again under another set of torch CPU kernels (the CPU matrix)
+#               every notebook again as Colab learners get it: in the Colab stand-in (.venv-colab, Colab's
+#               package versions), against the kit installed by the notebooks' first cell, from a folder
+#               outside the clone, under another set of torch CPU kernels
 #   make lock   re-resolve the newest versions pyproject.toml allows and write them to constraints.txt
 
 PYTHON ?= python3
@@ -23,13 +25,22 @@ NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.c
 JOBS    ?= auto
 THREADS ?= 1
 PYTEST  := OMP_NUM_THREADS=$(THREADS) $(BIN)/python -m pytest -n $(JOBS) --dist loadfile
-# the CPU matrix: torch's CPU kernels sum floats in a different order on AVX-512, AVX2 and plain CPUs,
-# so stored notebook outputs are checked again under another kernel set than this machine's own. That
-# second pass runs the Vietnamese notebooks: they run the English notebooks' code cell for cell (the
-# translation tests hold them to it), so one pass checks both the Vietnamese edition and the other CPU.
-MATRIX  ?= notebooks/vi
+# The second pass: the Colab stand-in. A venv with Colab's published package versions
+# (tests/colab/pip-freeze.gpu.txt; torch stays the CPU build), rebuilt when that list, the lock or the script
+# changes. Each run installs the kit with the notebooks' own first cell, then runs every notebook, English and
+# Vietnamese, with solutions, from a folder outside the clone, under another set of torch CPU kernels than
+# this machine's (tests/cpu_matrix.py: AVX-512 machines check AVX2, AVX2 machines the plain kernels), because
+# stored outputs must hold on every learner's CPU.
+COLAB       := .venv-colab
+COLAB_STAMP := $(COLAB)/.image
+STANDIN     := tests/colab_standin.py
 
-.PHONY: lab test test-matrix venv notebooks notebooks-vi benchmarks lock rebuild-data clean
+.PHONY: lab test test-colab venv notebooks notebooks-vi benchmarks lock rebuild-data clean
+
+$(COLAB_STAMP): tests/colab/pip-freeze.gpu.txt $(LOCK) $(STANDIN)
+	rm -rf $(COLAB)
+	$(PYTHON) $(STANDIN) image $(COLAB)
+	touch $@
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,15 +56,19 @@ lab: $(STAMP)
 
 test: $(STAMP)
 	$(PYTEST) $(NBVAL) tests notebooks --ignore=notebooks/vi $(PYTEST_ARGS)
-	$(MAKE) --no-print-directory test-matrix
+	$(MAKE) --no-print-directory test-colab
 
-test-matrix: $(STAMP)
-	@own=$$($(BIN)/python -c "import torch; print(torch.backends.cpu.get_cpu_capability())"); \
+test-colab: $(COLAB_STAMP)
+	$(PYTHON) $(STANDIN) install $(COLAB)
+	@run=$$(mktemp -d); trap 'rm -rf "$$run"' EXIT; \
+	$(PYTHON) $(STANDIN) workdir $$run; \
+	own=$$($(BIN)/python -c "import torch; print(torch.backends.cpu.get_cpu_capability())"); \
 	alt=$$($(BIN)/python tests/cpu_matrix.py); \
-	if [ -z "$$alt" ]; then echo "CPU matrix: no other torch CPU kernel set to try on this machine; $(MATRIX) as they are"; \
-	$(PYTEST) $(NBVAL) $(MATRIX) $(PYTEST_ARGS); \
-	else echo "CPU matrix: this run uses torch's $$own kernels; the Vietnamese notebooks (the same code) under ATEN_CPU_CAPABILITY=$$alt"; \
-	ATEN_CPU_CAPABILITY=$$alt $(PYTEST) $(NBVAL) $(MATRIX) $(PYTEST_ARGS); fi
+	echo "Colab stand-in: every notebook, against the installed kit, from $$run, under torch's" \
+	     "$${alt:-own} CPU kernels (this machine's: $$own)"; \
+	cd $$run && env $${alt:+ATEN_CPU_CAPABILITY=$$alt} LORA_LAB_STANDIN=$(abspath $(COLAB)) LORA_LAB_REPO=$(CURDIR) \
+		OMP_NUM_THREADS=$(THREADS) $(abspath $(COLAB))/bin/python -m pytest -p no:cacheprovider -n $(JOBS) \
+		--dist loadfile $(NBVAL) notebooks tests $(PYTEST_ARGS)
 
 # After editing a notebook's paired .py (or .ipynb): sync the pair, then re-run it to store outputs.
 NOTEBOOK_PY := $(sort $(wildcard notebooks/[0-9]*.py notebooks/solutions/[0-9]*.py))
@@ -88,4 +103,4 @@ rebuild-data: $(STAMP)
 	$(BIN)/python -m lora_lab.build_tiny
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(COLAB) .pytest_cache .hypothesis
