@@ -1,6 +1,6 @@
 """The Vietnamese edition: built from the English notebooks cell by cell, current, and complete.
 
-The notebooks themselves run under nbval in `make test`'s second pass (the CPU matrix); these tests hold
+The notebooks themselves run under nbval in `make test`'s second pass (the Colab stand-in); these tests hold
 them to the English code and their translations to the English text.
 """
 
