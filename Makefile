@@ -37,9 +37,9 @@ STANDIN     := tests/colab_standin.py
 
 .PHONY: lab test test-colab venv notebooks notebooks-vi benchmarks lock rebuild-data clean
 
-$(COLAB_STAMP): tests/colab/pip-freeze.gpu.txt $(LOCK) $(STANDIN)
+$(COLAB_STAMP): tests/colab/pip-freeze.gpu.txt $(LOCK) $(STANDIN) | $(STAMP)
 	rm -rf $(COLAB)
-	$(PYTHON) $(STANDIN) image $(COLAB)
+	$(PYTHON) $(STANDIN) image $(COLAB) $(VENV)
 	touch $@
 
 $(STAMP): pyproject.toml $(LOCK)
@@ -67,6 +67,7 @@ test-colab: $(COLAB_STAMP)
 	echo "Colab stand-in: every notebook, against the installed kit, from $$run, under torch's" \
 	     "$${alt:-own} CPU kernels (this machine's: $$own)"; \
 	cd $$run && env $${alt:+ATEN_CPU_CAPABILITY=$$alt} LORA_LAB_STANDIN=$(abspath $(COLAB)) LORA_LAB_REPO=$(CURDIR) \
+		PYDEVD_DISABLE_FILE_VALIDATION=1 \
 		OMP_NUM_THREADS=$(THREADS) $(abspath $(COLAB))/bin/python -m pytest -p no:cacheprovider -n $(JOBS) \
 		--dist loadfile $(NBVAL) notebooks tests $(PYTEST_ARGS)
 

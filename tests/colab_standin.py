@@ -4,7 +4,8 @@ Most learners meet the kit in Colab: the first cell of every notebook runs `pip 
 kit, over Colab's preinstalled libraries, and every later cell runs against that installed copy. This script
 rebuilds that situation on a CPU machine, for the second pass of `make test`:
 
-    python tests/colab_standin.py image VENV      # Colab's image: Colab's versions of what the kit needs
+    python tests/colab_standin.py image VENV [MAIN_VENV]  # Colab's versions of what the kit needs (torch from
+                                                          # MAIN_VENV by hard links where it can)
     python tests/colab_standin.py install VENV    # the first cell, run as in Colab; what it changed is recorded
     python tests/colab_standin.py workdir DIR     # the notebooks and the stand-in's tests, copied outside the clone
 
@@ -88,19 +89,49 @@ def write_constraints(path: Path, pins: dict[str, str]) -> Path:
     return path
 
 
-def image(venv: Path) -> None:
+def site_packages(venv: Path) -> Path:
+    return next(venv.glob("lib/python3*/site-packages"))
+
+
+def link_torch(main_venv: Path, venv: Path) -> bool:
+    """Torch 2.13.0 from `main_venv` (make's .venv), hard-linked file by file as its RECORD lists them: the same
+    1 GB of files without a second copy or a second unpacking. False (nothing linked) where it cannot be done."""
+    try:
+        src = site_packages(main_venv)
+        record = next(src.glob("torch-2.13.0*.dist-info")) / "RECORD"
+    except StopIteration:
+        return False
+    dst = site_packages(venv)
+    files = [line.rsplit(",", 2)[0] for line in record.read_text().splitlines() if line]
+    try:
+        for name in files:
+            if name.startswith("../"):  # console scripts (torchrun): their first line names main_venv's python
+                continue
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            os.link(src / name, dst / name)
+    except OSError:  # another file system, or no hard links there
+        subprocess.run(["rm", "-rf", *(str(dst / top) for top in ("torch", "torchgen", "functorch"))], check=True)
+        for d in dst.glob("torch-2.13.0*.dist-info"):
+            shutil.rmtree(d)
+        return False
+    return True
+
+
+def image(venv: Path, main_venv: Path | None = None) -> None:
     """Colab's versions of every package Colab has that the kit or the notebook runner needs, and their own."""
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     colab = colab_pins()
     constraints = write_constraints(venv / "colab-constraints.txt", colab)
-    pip(venv, "install", "-q", "--upgrade", "pip")
-    pip(venv, "install", "-q", TORCH)  # first, with a current pip: older ones refuse the file's +cpu label
-    pip(venv, "install", "-q", f"pip=={colab['pip']}")  # Colab's pip resolves the first cell's install
+    quick = ("-q", "--no-compile")  # bytecode is compiled on first import, for the modules a run uses
+    if not (main_venv and link_torch(main_venv, venv)):
+        pip(venv, "install", *quick, "--upgrade", "pip")
+        pip(venv, "install", *quick, TORCH)  # with a current pip: older ones refuse the file's +cpu label
+    pip(venv, "install", *quick, f"pip=={colab['pip']}")  # Colab's pip resolves the first cell's install
     wanted = [requirement_name(r) for r in kit_requirements()] + [canonical(n) for n in RUNNER]
     present = [n for n in wanted if n in colab]
-    pip(venv, "install", "-q", "-c", str(constraints), *present)
+    pip(venv, "install", *quick, "-c", str(constraints), *present)
     lock = read_pins(LOCK)
-    pip(venv, "install", "-q", "-c", str(constraints), *(f"{n}=={lock[canonical(n)]}" for n in HARNESS))
+    pip(venv, "install", *quick, "-c", str(constraints), *(f"{n}=={lock[canonical(n)]}" for n in HARNESS))
     (venv / "image.json").write_text(json.dumps(freeze(venv), indent=1, sort_keys=True))
 
 
@@ -204,13 +235,13 @@ def workdir(where: Path) -> None:
             shutil.copy2(nb, dest)
     for f in ("notebooks/conftest.py", "notebooks/sanitize.cfg", "tests/conftest.py", "tests/test_colab.py",
               "tests/test_widgets.py", "tests/colab_standin.py", "tests/colab/pip-freeze.gpu.txt", "pyproject.toml",
-              "constraints.txt"):
+              "constraints.txt", "README.md"):
         (where / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, where / f)
 
 
 if __name__ == "__main__":
     commands = {"image": image, "install": install, "workdir": workdir}
-    if len(sys.argv) != 3 or sys.argv[1] not in commands:
-        sys.exit("usage: python tests/colab_standin.py image|install VENV, or workdir DIR")
-    commands[sys.argv[1]](Path(sys.argv[2]).resolve())
+    if not 3 <= len(sys.argv) <= 3 + (sys.argv[1:2] == ["image"]) or sys.argv[1] not in commands:
+        sys.exit("usage: python tests/colab_standin.py image VENV [MAIN_VENV], install VENV, or workdir DIR")
+    commands[sys.argv[1]](*(Path(a).resolve() for a in sys.argv[2:]))

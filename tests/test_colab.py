@@ -67,6 +67,20 @@ def test_the_freeze_file_is_colabs():
     assert "torch" not in colab  # Colab's CUDA build: the stand-in installs the CPU build instead
 
 
+def _readme_table() -> dict[str, tuple[str, str]]:
+    """package -> (Colab has, after the first cell), from README.md's table of what the first cell changes."""
+    readme = (HERE.parent / "README.md").read_text()
+    section = readme.split("**What the first cell changes in Colab.**")[1].split("\n\n")[1]
+    rows = [line.strip("|").split("|") for line in section.splitlines()[2:]]
+    return {standin.canonical(r[0].strip()): (r[1].strip(), r[2].strip()) for r in rows}
+
+
+def test_the_readme_lists_what_the_first_cell_changes():
+    table, colab = _readme_table(), standin.colab_pins()
+    assert set(table) == set(standin.ALLOWED_CHANGES)
+    assert all(table[n][0] == colab[n] for n in table), "the README's 'Colab has' column is not Colab's list"
+
+
 # ----------------------------------------------------------------------------- inside the Colab stand-in
 
 
@@ -116,6 +130,12 @@ def test_the_first_cell_changes_only_what_it_must(record):
     assert not stale, f"listed as changed by the first cell, but kept at Colab's version: {sorted(stale)}"
     for name in ("ipywidgets", "widgetsnbextension", "jupyterlab-widgets", "torch", "transformers", "numpy"):
         assert after[name] == before[name], name
+
+
+@in_standin
+def test_the_readme_gives_the_versions_the_first_cell_installed(record):
+    assert {n: after for n, (_, after) in _readme_table().items()} == \
+        {n: record["after"][n] for n in standin.ALLOWED_CHANGES}
 
 
 @in_standin
