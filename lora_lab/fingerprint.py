@@ -1,0 +1,141 @@
+"""Which base an adapter belongs on: a fingerprint of the targeted weights, saved with the adapter and checked on load.
+
+An adapter is a change to particular weights W0; loaded onto other weights it computes something else
+without any error. Loaded onto the model it was already merged into, it counts ΔW twice. So the kit
+keeps, for every targeted layer, the values of W0 at a few fixed positions (SAMPLES, drawn once from
+the layer's name) and the values the merged weight W0 + ΔW would have there. On load the same
+positions are read from the new base (dequantized if it is 4-bit) and compared:
+
+    "same"     every value equal to its saved W0 up to bf16 rounding (the model in another float dtype)
+    "variant"  equal to the weights the variant itself sits on: PiSSA's residual, LoftQ's quantized weight
+    "merged"   the change from W0 points along the saved ΔW (projection coefficient c > 0.5): merged already
+    "other"    anything else: another model of the same shape, or this one quantized (the relative distance says which)
+
+It lives in adapter_model.safetensors' metadata under "lora_lab", a string PEFT never reads, so the file
+stays PEFT's. The positions are stored with the values, so the check does not depend on how they were drawn.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from . import base4bit
+
+SAMPLES = 32  # positions per targeted layer
+CLOSE = 2.0**-8  # relative tolerance of "same": a bf16 or fp16 cast of the saved base passes, a 4-bit one does not
+KEY = "lora_lab"  # the safetensors metadata key
+
+
+def base_weight(layer: nn.Module) -> torch.Tensor | None:
+    """A base layer's weight as (out_features, in_features) fp32 on the CPU; None on the meta device."""
+    if base4bit.is_4bit(layer):
+        return base4bit.dequantized_weight(layer).cpu()
+    if callable(getattr(layer, "dequantize", None)):  # an INT4 layer (lora_lab.qalora.Int4Linear)
+        return layer.dequantize().float().cpu()
+    weight = getattr(layer, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.is_meta:
+        return None
+    weight = weight.detach()
+    return (weight.T if isinstance(layer, Conv1D) else weight).float().cpu()
+
+
+def _positions(name: str, numel: int) -> list[int]:
+    g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+    return torch.randint(numel, (SAMPLES,), generator=g).tolist()
+
+
+def take(model: nn.Module, names: list[str]) -> dict | None:
+    """{name: {"shape", "index", "base"}} for the modules `names` (before LoRA wraps them); None on the meta device."""
+    out = {}
+    for name in names:
+        w = base_weight(model.get_submodule(name))
+        if w is None:
+            return None
+        index = _positions(name, w.numel())
+        out[name] = {"shape": list(w.shape), "index": index, "base": w.flatten()[index].tolist()}
+    return out
+
+
+def merged_values(layer, index: list[int]) -> list[float]:
+    """What the merged weight (base + ΔW, or DoRA's rescaled one) holds at `index` of the flat (out, in) weight."""
+    base = base_weight(layer.base_layer)
+    with torch.no_grad():
+        if layer.merged:
+            return base.flatten()[index].tolist()
+        delta = layer.get_delta_weight().float().cpu()
+        delta = delta.T if layer.fan_in_fan_out else delta  # (out, in)
+        merged = base + delta
+        magnitude = getattr(layer, "lora_magnitude_vector", None)
+        if magnitude is not None:  # DoRA: each row rescaled to its trained length
+            merged = merged * (magnitude.detach().float().cpu() / torch.linalg.norm(merged, dim=1))[:, None]
+    return merged.flatten()[index].tolist()
+
+
+def record(model: nn.Module, layers: list[tuple[str, nn.Module]], variant_base: bool) -> dict | None:
+    """The fingerprint to save: the base recorded when LoRA was put on, the merged values, and (PiSSA, LoftQ) the
+    weights the layers sit on now. None when the model has no recorded base (built on the meta device)."""
+    base = getattr(model, "lora_base_fingerprint", None)
+    if base is None or set(base) != {name for name, _ in layers}:
+        return None
+    out = {}
+    for name, layer in layers:
+        entry = dict(base[name])
+        entry["merged"] = merged_values(layer, entry["index"])
+        if variant_base:
+            entry["variant"] = base_weight(layer.base_layer).flatten()[entry["index"]].tolist()
+        out[name] = entry
+    return out
+
+
+def _close(now: torch.Tensor, saved: torch.Tensor) -> bool:
+    scale = saved.pow(2).mean().sqrt()
+    return bool(((now - saved).abs() <= CLOSE * saved.abs() + 1e-6 * scale).all())
+
+
+def compare(saved: dict, model: nn.Module, names: list[str]) -> tuple[str, float]:
+    """(verdict, relative distance ‖now − W0‖/‖W0‖) for the base `model` against a saved fingerprint.
+
+    verdict: "same", "variant", "merged" or "other" (see the module docstring); "other" also when the
+    targets differ from the saved ones or a shape changed.
+    """
+    if sorted(saved) != sorted(names):
+        return "other", float("nan")
+    now, base, merged, variant = [], [], [], []
+    for name in names:
+        entry = saved[name]
+        w = base_weight(model.get_submodule(name))
+        if w is None or list(w.shape) != entry["shape"]:
+            return "other", float("nan")
+        now.append(w.flatten()[entry["index"]].double())
+        base.append(torch.tensor(entry["base"], dtype=torch.float64))
+        merged.append(torch.tensor(entry.get("merged", entry["base"]), dtype=torch.float64))
+        if "variant" in entry:
+            variant.append(torch.tensor(entry["variant"], dtype=torch.float64))
+    now, base, merged = torch.cat(now), torch.cat(base), torch.cat(merged)
+    distance = float(torch.linalg.norm(now - base) / torch.linalg.norm(base).clamp(min=1e-30))
+    if _close(now, base):
+        return "same", distance
+    if variant and _close(now, torch.cat(variant)):
+        return "variant", distance
+    delta = merged - base
+    if float(delta @ delta) > 0 and float((now - base) @ delta / (delta @ delta)) > 0.5:
+        return "merged", distance
+    return "other", distance
+
+
+def variant_distance(saved: dict, model: nn.Module, names: list[str]) -> float:
+    """‖now − V‖/‖V‖ against the saved variant base V (PiSSA's residual, LoftQ's quantized weight); inf if none."""
+    if sorted(saved) != sorted(names) or not all("variant" in saved[n] for n in names):
+        return float("inf")
+    now = torch.cat([base_weight(model.get_submodule(n)).flatten()[saved[n]["index"]].double() for n in names])
+    variant = torch.cat([torch.tensor(saved[n]["variant"], dtype=torch.float64) for n in names])
+    return float(torch.linalg.norm(now - variant) / torch.linalg.norm(variant).clamp(min=1e-30))
+
+
+def dumps(data: dict) -> str:
+    return json.dumps(data, separators=(",", ":"))
