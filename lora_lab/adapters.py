@@ -258,8 +258,8 @@ def _plan(config: LoraConfig, verdict: str | None, distance: float, model, names
             raise ValueError(f"adapter at {str(path)!r} is LoftQ's: it was trained on LoftQ's own 4-bit weights, and "
                              f"this base's 4-bit weights ({four_bit[0]!r}, ...) are not those" + (
                                  f" (they differ from the original by {distance:.1%})" if saved else "") +
-                             f". Load it onto the original full-precision base (lora_lab redoes LoftQ's quantization), "
-                             f"or onto the base saved beside it with save_adapter(..., save_base=True)")
+                             ". Load it onto the original full-precision base (lora_lab redoes LoftQ's quantization), "
+                             "or onto the base saved beside it with save_adapter(..., save_base=True)")
         warnings.warn(f"adapter at {str(path)!r}: this 4-bit base is close to, not equal to, the LoftQ weights the "
                       "adapter was trained on (other 4-bit settings, e.g. double quantization?)", stacklevel=4)
         return plain

@@ -191,7 +191,8 @@ def tied_targets(model: nn.Module, names: list[str]) -> dict[str, list[str]]:
         owners.setdefault(id(p), []).append(n)
     tied = {}
     for name in names:
-        weight = getattr(model.get_submodule(name), "weight", None)
+        module = model.get_submodule(name)
+        weight = getattr(getattr(module, "base_layer", module), "weight", None)
         if others := [o for o in owners.get(id(weight), []) if o.rpartition(".")[0] not in (name, name + ".base_layer")]:
             tied[name] = others
     return tied
