@@ -156,8 +156,8 @@ def match_target_modules(names: list[str], target_modules, linear: list[str], he
     if wrong := [n for n in chosen if n not in linear_set]:
         kind = (kinds or {}).get(wrong[0], "module that is not a linear layer")
         inside = sorted({n.rsplit(".", 1)[-1] for n in chosen if n in linear_set})
-        hint = f"; to select only the linear layers it matches, name them, e.g. {tm + chr(92) + '.(' + '|'.join(inside) + ')'!r}" \
-            if isinstance(tm, str) and inside else ""
+        regex = tm + "\\.(" + "|".join(inside) + ")"
+        hint = f"; to select only the linear layers it matches, name them, e.g. '{regex}'" if isinstance(tm, str) and inside else ""
         raise ValueError(f"target_modules={tm!r} matched {wrong[0]!r}, a {kind}" + (f" (and {len(wrong) - 1} more)"
                          if len(wrong) > 1 else "") + "; LoRA wraps nn.Linear, Conv1D, or modules with "
                          f"in_features/out_features, and PEFT refuses such a target too{hint}")
@@ -177,6 +177,21 @@ def find_target_modules(model: nn.Module, config) -> list[str]:
     heads = {n for n, m in named if head_module is not None and m is head_module}
     return match_target_modules([n for n, _ in named], tm, linear, heads, type(model).__name__,
                                 kinds={n: type(m).__name__ for n, m in named})
+
+
+def check_rank(r: int, layers: list[tuple[str, int, int]], key: str = "r") -> None:
+    """ValueError unless r <= min(in_features, out_features) for every (name, in_features, out_features).
+
+    A rank-r update B·A of an in→out layer has rank at most min(in, out): a larger r adds parameters
+    that change nothing. Checked by inject_lora, the memory estimate and the fine-tune's settings check.
+    """
+    over = [(n, i, o) for n, i, o in layers if r > min(i, o)]
+    if over:
+        name, fin, fout = over[0]
+        more = f" (and {len(over) - 1} more)" if len(over) > 1 else ""
+        raise ValueError(f"{key}={r} is not accepted for {name!r}, a {fin}→{fout} layer{more}; {key} must be at most "
+                         f"min(in_features, out_features) = {min(fin, fout)}: choose {key} <= "
+                         f"{min(min(i, o) for _, i, o in layers)} for these target_modules")
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -214,11 +229,7 @@ def inject_lora(model: nn.Module, config: LoraConfig, layer_cls=None) -> nn.Modu
         raise ValueError(f"model already has {len(existing)} LoRA layers (first: {existing[0][0]!r}); inject_lora runs "
                          "once per model: call merge_lora(model, unload=True) first, or start from a fresh model")
     targets = [(n, model.get_submodule(n)) for n in find_target_modules(model, config)]
-    for name, module in targets:
-        fin, fout = _features(module)
-        if config.r > min(fin, fout):
-            raise ValueError(f"r={config.r} is not accepted for {name!r}, a {fin}→{fout} layer; r must be at most "
-                             f"min(in_features, out_features) = {min(fin, fout)}")
+    check_rank(config.r, [(name, *_features(module)) for name, module in targets])
     if layer_cls is None:
         from .variants import layer_class
         layer_cls = layer_class(config, targets)
