@@ -220,8 +220,8 @@ def read_adapter_metadata(path: str | os.PathLike) -> dict:
     except (SafetensorError, OSError, ValueError, RuntimeError):
         return {}
     try:
-        return json.loads(text) if text else {}
-    except json.JSONDecodeError:
+        return fingerprint.loads(text) if text else {}
+    except (ValueError, TypeError):  # not lora_lab's: read as no fingerprint
         return {}
 
 

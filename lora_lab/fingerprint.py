@@ -12,12 +12,15 @@ positions are read from the new base (dequantized if it is 4-bit) and compared:
     "other"    anything else: another model of the same shape, or this one quantized (the relative distance says which)
 
 It lives in adapter_model.safetensors' metadata under "lora_lab", a string PEFT never reads, so the file
-stays PEFT's. The positions are stored with the values, so the check does not depend on how they were drawn.
+stays PEFT's. The positions are stored with the values (int32 and float32, base64), so the check does
+not depend on how they were drawn.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import zlib
 
 import torch
@@ -26,7 +29,7 @@ from transformers.pytorch_utils import Conv1D
 
 from . import base4bit
 
-SAMPLES = 32  # positions per targeted layer
+SAMPLES = 16  # positions per targeted layer: with the values, about 0.5 kB of metadata per layer
 CLOSE = 2.0**-8  # relative tolerance of "same": a bf16 or fp16 cast of the saved base passes, a 4-bit one does not
 KEY = "lora_lab"  # the safetensors metadata key
 
@@ -137,5 +140,30 @@ def variant_distance(saved: dict, model: nn.Module, names: list[str]) -> float:
     return float(torch.linalg.norm(now - variant) / torch.linalg.norm(variant).clamp(min=1e-30))
 
 
-def dumps(data: dict) -> str:
-    return json.dumps(data, separators=(",", ":"))
+_ARRAYS = {"index": "i", "base": "f", "merged": "f", "variant": "f"}  # int32, float32
+
+
+def _pack(key: str, values: list) -> str:
+    return base64.b64encode(struct.pack(f"<{len(values)}{_ARRAYS[key]}", *values)).decode()
+
+
+def _unpack(key: str, text: str) -> list:
+    data = base64.b64decode(text)
+    return list(struct.unpack(f"<{len(data) // 4}{_ARRAYS[key]}", data))
+
+
+def dumps(meta: dict) -> str:
+    """The metadata as compact JSON: each fingerprint array as little-endian int32/float32 bytes in base64."""
+    if fp := meta.get("fingerprint"):
+        meta = {**meta, "fingerprint": {name: {k: _pack(k, v) if k in _ARRAYS else v for k, v in entry.items()}
+                                        for name, entry in fp.items()}}
+    return json.dumps(meta, separators=(",", ":"))
+
+
+def loads(text: str) -> dict:
+    """dumps' inverse: the arrays back as lists of ints and floats."""
+    meta = json.loads(text)
+    if fp := meta.get("fingerprint"):
+        meta["fingerprint"] = {name: {k: _unpack(k, v) if k in _ARRAYS else v for k, v in entry.items()}
+                               for name, entry in fp.items()}
+    return meta

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import base4bit
-from .lora import LoraConfig, LoRALinear, inject_lora, lora_layers, merge_lora
+from .lora import LoraConfig, LoRALinear, inject_lora, lora_layers
+from .merge import merge_lora
 from .nf4 import NF4Tensor, dequantize_nf4, quantize_4bit
 
 COMPUTE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

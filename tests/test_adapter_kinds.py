@@ -3,6 +3,7 @@ keep its meaning, both ways with PEFT 0.21 where PEFT has the same kind."""
 
 import copy
 import json
+import re
 
 import peft
 import pytest
@@ -165,3 +166,29 @@ def test_save_base_writes_plain_weights_and_refuses_a_second_time(tmp_path):
     assert not hasattr(AutoModelForCausalLM.from_pretrained(tmp_path / "base_model").config, "quantization_config")
     with pytest.raises(FileExistsError, match="already holds an adapter"):
         save_adapter(ours, tmp_path, save_base=True)
+
+
+def test_loftq_with_double_quantization_reloads_as_it_was_built(tmp_path):
+    from lora_lab.loftq import get_loftq_model
+
+    ours = train_a_little(get_loftq_model(tiny(), LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS), num_iter=2,
+                                          double_quant=True))
+    save_adapter(ours, tmp_path)
+    loaded = load_adapter(tiny(), tmp_path)
+    assert lora_layers(loaded)[0][1].base_layer.absmax2 is not None  # 8-bit block scales again
+    torch.testing.assert_close(logits(loaded), logits(ours), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind, base, error, words", [
+    ("pissa", "nf4", TypeError, "target 'model.layers.0.self_attn.q_proj'=NF4Linear is not accepted; PiSSA needs the SVD"),
+    ("dora", "nf4", TypeError, "target 'model.layers.0.self_attn.q_proj'=NF4Linear is not accepted; DoRA takes the norm"),
+    ("qalora", "fp32", ValueError, "target 'model.layers.0.self_attn.q_proj': qalora_group_size=48 is not accepted for "
+                                   "in_features=64: it must divide in_features; accepted: [1, 2, 4, 8, 16, 32, 64]"),
+])
+def test_a_variant_that_cannot_wrap_a_target_is_refused_before_anything_changes(kind, base, error, words):
+    model = quantize_model(tiny()) if base == "nf4" else tiny()
+    settings = dict(KINDS[kind], qalora_group_size=48) if kind == "qalora" else KINDS[kind]
+    before = logits(model)
+    with pytest.raises(error, match=re.escape(words)):
+        inject_lora(model, LoraConfig(r=2, lora_alpha=4, target_modules=TARGETS, **settings))
+    assert not lora_layers(model) and torch.equal(logits(model), before)

@@ -100,6 +100,12 @@ def test_a_name_given_as_a_string_is_told_that_a_string_is_a_regex(tmp_path, cap
             "as '.*q_proj'") in err
 
 
+def test_peft_says_only_that_the_string_was_not_found():
+    with pytest.raises(ValueError, match="Target modules q_proj not found in the base model. Please check the target "
+                                         "modules and try again."):
+        peft.get_peft_model(load_base_model(), peft.LoraConfig(target_modules="q_proj"))
+
+
 # ---- 11 · a rank above a targeted layer's width ------------------------------------------------------------
 
 def test_a_rank_above_a_layers_width_stops_estimate_and_finetune(tmp_path, capsys, nothing_loads):
