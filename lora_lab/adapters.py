@@ -266,11 +266,14 @@ def _plan(config: LoraConfig, verdict: str | None, distance: float, model, names
     if verdict == "variant":  # PiSSA's residual, LoftQ's quantized weights: already what the adapter sits on
         return plain
     if verdict == "other":
-        kind = ("close to it: the same model at another precision or quantization?" if distance < 0.2
-                else "another model of the same shape?")
-        warnings.warn(f"adapter at {str(path)!r} was saved with another base: the targeted weights differ from the "
-                      f"saved ones by {distance:.1%} (relative), {kind} Its outputs here will differ from the saved "
-                      "model's; load it onto the base it was trained on to reproduce them", stacklevel=4)
+        if distance != distance:  # nan: the targets or their shapes are not the saved ones
+            how = "its targeted layers are not the ones it was saved with (other names or shapes)."
+        else:
+            how = (f"the targeted weights differ from the saved ones by {distance:.1%} (relative), " +
+                   ("close to it: the same model at another precision or quantization?" if distance < 0.2
+                    else "another model of the same shape?"))
+        warnings.warn(f"adapter at {str(path)!r} was saved with another base: {how} Its outputs here will differ from "
+                      "the saved model's; load it onto the base it was trained on to reproduce them", stacklevel=4)
     return config if config.variant in ("pissa", "loftq") else plain
 
 

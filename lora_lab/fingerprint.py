@@ -35,16 +35,21 @@ KEY = "lora_lab"  # the safetensors metadata key
 
 
 def base_weight(layer: nn.Module) -> torch.Tensor | None:
-    """A base layer's weight as (out_features, in_features) fp32 on the CPU; None on the meta device."""
+    """A base layer's weight as (out_features, in_features) fp32, where it lives; None on the meta device."""
     if base4bit.is_4bit(layer):
-        return base4bit.dequantized_weight(layer).cpu()
+        return base4bit.dequantized_weight(layer)
     if callable(getattr(layer, "dequantize", None)):  # an INT4 layer (lora_lab.qalora.Int4Linear)
-        return layer.dequantize().float().cpu()
+        return layer.dequantize().float()
     weight = getattr(layer, "weight", None)
     if not isinstance(weight, torch.Tensor) or weight.is_meta:
         return None
     weight = weight.detach()
-    return (weight.T if isinstance(layer, Conv1D) else weight).float().cpu()
+    return (weight.T if isinstance(layer, Conv1D) else weight).float()
+
+
+def _at(weight: torch.Tensor, index: list[int]) -> torch.Tensor:
+    """The values at flat positions `index` of a (out, in) weight, as float64 on the CPU (only those move)."""
+    return weight.reshape(-1)[torch.tensor(index, device=weight.device)].double().cpu()
 
 
 def _positions(name: str, numel: int) -> list[int]:
@@ -60,7 +65,7 @@ def take(model: nn.Module, names: list[str]) -> dict | None:
         if w is None:
             return None
         index = _positions(name, w.numel())
-        out[name] = {"shape": list(w.shape), "index": index, "base": w.flatten()[index].tolist()}
+        out[name] = {"shape": list(w.shape), "index": index, "base": _at(w, index).tolist()}
     return out
 
 
@@ -69,14 +74,13 @@ def merged_values(layer, index: list[int]) -> list[float]:
     base = base_weight(layer.base_layer)
     with torch.no_grad():
         if layer.merged:
-            return base.flatten()[index].tolist()
-        delta = layer.get_delta_weight().float().cpu()
-        delta = delta.T if layer.fan_in_fan_out else delta  # (out, in)
-        merged = base + delta
+            return _at(base, index).tolist()
+        delta = layer.get_delta_weight().float()
+        merged = base + (delta.T if layer.fan_in_fan_out else delta).to(base.device)  # (out, in)
         magnitude = getattr(layer, "lora_magnitude_vector", None)
         if magnitude is not None:  # DoRA: each row rescaled to its trained length
-            merged = merged * (magnitude.detach().float().cpu() / torch.linalg.norm(merged, dim=1))[:, None]
-    return merged.flatten()[index].tolist()
+            merged = merged * (magnitude.detach().float().to(base.device) / torch.linalg.norm(merged, dim=1))[:, None]
+    return _at(merged, index).tolist()
 
 
 def record(model: nn.Module, layers: list[tuple[str, nn.Module]], variant_base: bool) -> dict | None:
@@ -90,7 +94,7 @@ def record(model: nn.Module, layers: list[tuple[str, nn.Module]], variant_base: 
         entry = dict(base[name])
         entry["merged"] = merged_values(layer, entry["index"])
         if variant_base:
-            entry["variant"] = base_weight(layer.base_layer).flatten()[entry["index"]].tolist()
+            entry["variant"] = _at(base_weight(layer.base_layer), entry["index"]).tolist()
         out[name] = entry
     return out
 
@@ -114,7 +118,7 @@ def compare(saved: dict, model: nn.Module, names: list[str]) -> tuple[str, float
         w = base_weight(model.get_submodule(name))
         if w is None or list(w.shape) != entry["shape"]:
             return "other", float("nan")
-        now.append(w.flatten()[entry["index"]].double())
+        now.append(_at(w, entry["index"]))
         base.append(torch.tensor(entry["base"], dtype=torch.float64))
         merged.append(torch.tensor(entry.get("merged", entry["base"]), dtype=torch.float64))
         if "variant" in entry:
@@ -135,7 +139,7 @@ def variant_distance(saved: dict, model: nn.Module, names: list[str]) -> float:
     """‖now − V‖/‖V‖ against the saved variant base V (PiSSA's residual, LoftQ's quantized weight); inf if none."""
     if sorted(saved) != sorted(names) or not all("variant" in saved[n] for n in names):
         return float("inf")
-    now = torch.cat([base_weight(model.get_submodule(n)).flatten()[saved[n]["index"]].double() for n in names])
+    now = torch.cat([_at(base_weight(model.get_submodule(n)), saved[n]["index"]) for n in names])
     variant = torch.cat([torch.tensor(saved[n]["variant"], dtype=torch.float64) for n in names])
     return float(torch.linalg.norm(now - variant) / torch.linalg.norm(variant).clamp(min=1e-30))
 

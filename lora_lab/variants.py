@@ -137,8 +137,14 @@ def unwrapped_base(model: nn.Module) -> nn.Module:
     For LoftQ that is the quantized weight Q (dequantized), for PiSSA the residual W_res: the base
     that PEFT's recipes save beside such an adapter. Raises ValueError for a merged layer.
     """
+    from . import base4bit
     from .fingerprint import base_weight
 
+    inside = {id(m) for _, layer in lora_layers(model) for m in layer.modules()}
+    if others := [n for n, m in model.named_modules() if base4bit.is_4bit(m) and id(m) not in inside]:
+        raise ValueError(f"save_base=True writes a plain full-precision model, and {others[0]!r} (with "
+                         f"{len(others) - 1} more) is a 4-bit layer outside the adapter; save the base you loaded "
+                         "instead, or quantize only the targets")
     out = copy.deepcopy(model)
     for name, layer in lora_layers(out):
         if layer.merged:
@@ -146,8 +152,8 @@ def unwrapped_base(model: nn.Module) -> nn.Module:
                              "sits on")
         base = layer.base_layer
         weight = base_weight(base)  # (out, in) fp32
-        dtype = getattr(base, "weight_dtype", None) or (base.weight.dtype if base.weight.is_floating_point() else
-                                                         torch.float32)
+        dtype = base4bit.original_dtype(base) if base4bit.is_4bit(base) else (
+            base.weight.dtype if base.weight.is_floating_point() else torch.float32)  # an INT4 base: fp32
         linear = nn.Linear(layer.in_features, layer.out_features, bias=getattr(base, "bias", None) is not None,
                            dtype=dtype, device=weight.device)
         with torch.no_grad():
