@@ -34,8 +34,13 @@ CLOSE = 2.0**-8  # relative tolerance of "same": a bf16 or fp16 cast of the save
 KEY = "lora_lab"  # the safetensors metadata key
 
 
+def _dequantized(layer: nn.Module) -> bool:
+    return base4bit.is_4bit(layer) or callable(getattr(layer, "dequantize", None))
+
+
 def base_weight(layer: nn.Module) -> torch.Tensor | None:
-    """A base layer's weight as (out_features, in_features) fp32, where it lives; None on the meta device."""
+    """A base layer's weight as (out_features, in_features), where it lives (a 4-bit or INT4 one dequantized to
+    fp32, a float one as it is: a view, no copy); None on the meta device."""
     if base4bit.is_4bit(layer):
         return base4bit.dequantized_weight(layer)
     if callable(getattr(layer, "dequantize", None)):  # an INT4 layer (lora_lab.qalora.Int4Linear)
@@ -44,7 +49,7 @@ def base_weight(layer: nn.Module) -> torch.Tensor | None:
     if not isinstance(weight, torch.Tensor) or weight.is_meta:
         return None
     weight = weight.detach()
-    return (weight.T if isinstance(layer, Conv1D) else weight).float()
+    return weight.T if isinstance(layer, Conv1D) else weight
 
 
 def _at(weight: torch.Tensor, index: list[int]) -> torch.Tensor:
@@ -58,14 +63,38 @@ def _positions(name: str, numel: int) -> list[int]:
 
 
 def take(model: nn.Module, names: list[str]) -> dict | None:
-    """{name: {"shape", "index", "base"}} for the modules `names` (before LoRA wraps them); None on the meta device."""
+    """{name: {"shape", "index", "base"}} for the modules `names` (before LoRA wraps them).
+
+    None on the meta device, and for 4-bit or INT4 targets: their values are read when the adapter is
+    saved instead (`record`), as a dequantized copy here would add to every model's build.
+    """
+    modules = [model.get_submodule(name) for name in names]
+    if any(_dequantized(m) for m in modules):
+        return None
     out = {}
-    for name in names:
-        w = base_weight(model.get_submodule(name))
+    for name, module in zip(names, modules):
+        w = base_weight(module)
         if w is None:
             return None
         index = _positions(name, w.numel())
         out[name] = {"shape": list(w.shape), "index": index, "base": _at(w, index).tolist()}
+    return out
+
+
+def _from_layers(layers) -> dict | None:
+    """take() for models whose base was not read at injection: the unmerged base, read from the layers now."""
+    out = {}
+    for name, layer in layers:
+        w = base_weight(layer.base_layer)
+        if w is None:
+            return None
+        index = _positions(name, w.numel())
+        values = _at(w, index)
+        if layer.merged:  # take ΔW back out (a 4-bit merge rounded it: close, not exact)
+            with torch.no_grad():
+                delta = layer.get_delta_weight().float()
+                values -= _at(delta.T if layer.fan_in_fan_out else delta, index)
+        out[name] = {"shape": list(w.shape), "index": index, "base": values.tolist()}
     return out
 
 
@@ -76,7 +105,7 @@ def merged_values(layer, index: list[int]) -> list[float]:
         if layer.merged:
             return _at(base, index).tolist()
         delta = layer.get_delta_weight().float()
-        merged = base + (delta.T if layer.fan_in_fan_out else delta).to(base.device)  # (out, in)
+        merged = base.float() + (delta.T if layer.fan_in_fan_out else delta).to(base.device)  # (out, in)
         magnitude = getattr(layer, "lora_magnitude_vector", None)
         if magnitude is not None:  # DoRA: each row rescaled to its trained length
             merged = merged * (magnitude.detach().float().to(base.device) / torch.linalg.norm(merged, dim=1))[:, None]
@@ -88,7 +117,9 @@ def record(model: nn.Module, layers: list[tuple[str, nn.Module]], variant_base: 
     weights the layers sit on now. None when the model has no recorded base (built on the meta device)."""
     base = getattr(model, "lora_base_fingerprint", None)
     if base is None or set(base) != {name for name, _ in layers}:
-        return None
+        base = _from_layers(layers)
+        if base is None:
+            return None
     out = {}
     for name, layer in layers:
         entry = dict(base[name])

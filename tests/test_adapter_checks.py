@@ -219,3 +219,22 @@ def test_another_base_of_the_same_shape_warns_with_the_distance(saved):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         peft.PeftModel.from_pretrained(tiny(seed=1), tmp_path)  # PEFT: base_model_name_or_path is saved, never checked
+
+
+def test_a_4bit_base_is_read_when_the_adapter_is_saved_not_when_lora_is_put_on(tmp_path, monkeypatch):
+    # a dequantized copy at injection would add to every model's build (lora_lab.step_memory measures builds)
+    from lora_lab.qlora import NF4Linear
+
+    reads, dequantize = [], NF4Linear.dequantize
+    monkeypatch.setattr(NF4Linear, "dequantize", lambda self, *a, **k: reads.append(1) or dequantize(self, *a, **k))
+    ours = trained(quantize_model(tiny()))
+    assert not reads
+    save_adapter(ours, tmp_path)
+    assert reads
+    with pytest.warns(UserWarning, match="rounded away"):
+        merged = merge_lora(copy.deepcopy(ours), unload=True)  # into the 4-bit weights: requantized
+    with pytest.raises(ValueError, match="is already merged into this model"):
+        load_adapter(merged, tmp_path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", module="lora_lab")
+        load_adapter(quantize_model(tiny()), tmp_path)  # the same 4-bit base: not a word
