@@ -151,7 +151,7 @@ def _original_vocab(model: nn.Module) -> int | None:
         file = cached if isinstance(cached, str) else None
     if file is None:
         warnings.warn(f"cannot read the config.json of {source!r} (not a folder here, not in the hub cache), so whether "
-                      "the token embeddings were resized since is not checked", stacklevel=4)
+                      "the token embeddings were resized since is not checked", stacklevel=5)
         return None
     with open(file, encoding="utf-8") as f:
         raw = json.load(f)
@@ -261,7 +261,7 @@ def _plan(config: LoraConfig, verdict: str | None, distance: float, model, names
                              ". Load it onto the original full-precision base (lora_lab redoes LoftQ's quantization), "
                              "or onto the base saved beside it with save_adapter(..., save_base=True)")
         warnings.warn(f"adapter at {str(path)!r}: this 4-bit base is close to, not equal to, the LoftQ weights the "
-                      "adapter was trained on (other 4-bit settings, e.g. double quantization?)", stacklevel=4)
+                      "adapter was trained on (other 4-bit settings, e.g. double quantization?)", stacklevel=3)
         return plain
     if verdict == "variant":  # PiSSA's residual, LoftQ's quantized weights: already what the adapter sits on
         return plain
@@ -273,7 +273,7 @@ def _plan(config: LoraConfig, verdict: str | None, distance: float, model, names
                    ("close to it: the same model at another precision or quantization?" if distance < 0.2
                     else "another model of the same shape?"))
         warnings.warn(f"adapter at {str(path)!r} was saved with another base: {how} Its outputs here will differ from "
-                      "the saved model's; load it onto the base it was trained on to reproduce them", stacklevel=4)
+                      "the saved model's; load it onto the base it was trained on to reproduce them", stacklevel=3)
     return config if config.variant in ("pissa", "loftq") else plain
 
 
@@ -311,7 +311,7 @@ def load_adapter(base_model: nn.Module, path: str | os.PathLike, is_trainable: b
     if rows is not None:
         _load_embeddings(model, embeddings, emb_name, head_name, rows)
     model.lora_config = config
-    if saved:
+    if saved and set(saved) == set(names):  # the base the adapter was made on, whatever it was loaded onto
         model.lora_base_fingerprint = {n: {k: saved[n][k] for k in ("shape", "index", "base")} for n in names}
     if not is_trainable:  # PEFT's from_pretrained default: frozen adapter, eval mode (dropout off)
         model.requires_grad_(False).eval()

@@ -156,8 +156,9 @@ def match_target_modules(names: list[str], target_modules, linear: list[str], he
     if wrong := [n for n in chosen if n not in linear_set]:
         kind = (kinds or {}).get(wrong[0], "module that is not a linear layer")
         inside = sorted({n.rsplit(".", 1)[-1] for n in chosen if n in linear_set})
-        regex = tm + "\\.(" + "|".join(inside) + ")"
-        hint = f"; to select only the linear layers it matches, name them, e.g. '{regex}'" if isinstance(tm, str) and inside else ""
+        hint = ""
+        if isinstance(tm, str) and inside:
+            hint = f"; to select only the linear layers it matches, name them, e.g. '{tm}\\.({'|'.join(inside)})'"
         raise ValueError(f"target_modules={tm!r} matched {wrong[0]!r}, a {kind}" + (f" (and {len(wrong) - 1} more)"
                          if len(wrong) > 1 else "") + "; LoRA wraps nn.Linear, Conv1D, or modules with "
                          f"in_features/out_features, and PEFT refuses such a target too{hint}")

@@ -159,7 +159,7 @@ def from_adapter_config(raw: dict, file: str) -> LoraConfig:
                              "file). Fix the key in the file")
     if unknown := [k for k in unknown if not difflib.get_close_matches(k, PEFT_KEYS, n=1, cutoff=0.75)]:
         warnings.warn(f"{file!r}: ignoring {unknown}, keys PEFT 0.21 does not know (a file from a newer PEFT?); "
-                      "check that they do not change what the adapter computes", stacklevel=3)
+                      "check that they do not change what the adapter computes", stacklevel=4)
     for key in UNSUPPORTED:
         if not _is_off(raw.get(key)):
             raise ValueError(f"{file!r} sets {key}={raw[key]!r}; lora_lab does not build that PEFT feature and loads "
