@@ -73,9 +73,10 @@ def save_adapter(model: nn.Module, path: str | os.PathLike, overwrite: bool = Fa
     convert_to_lora=True (PiSSA only) writes a plain LoRA of rank 2r that belongs on the original base.
     save_base=True also writes `path/base_model/`, a transformers model folder holding the weights the
     adapter sits on (LoftQ: its quantized weights; PiSSA: the residual). An adapter already in `path`
-    is refused (FileExistsError) unless overwrite=True. Each file is written under a temporary name and
-    renamed into place, weights first and the config last, so a crash never leaves a file that loads as
-    if complete.
+    is refused (FileExistsError) unless overwrite=True; convert_to_lora on another kind, save_base over
+    4-bit layers outside the adapter, and a model without LoRA layers raise ValueError, all before
+    anything is written. Each file is written under a temporary name and renamed into place, weights
+    first and the config last, so a crash never leaves a file that loads as if complete.
     """
     _save(model, path, overwrite, convert_to_lora, None, save_base)
 
