@@ -87,7 +87,7 @@ def test_a_killed_run_resumes_exactly_where_it_stopped(uninterrupted, tmp_path, 
             proc.kill()
             proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL  # killed midway, not finished on its own
-    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"  # recorded as such, not "running"
+    assert json.loads((out / "run.json").read_text())["status"] == "running"  # SIGKILL leaves no chance to record it
     assert not (out / "metrics.json").exists()
     with pytest.raises(ValueError, match="did not finish"):
         load_trained(out)
