@@ -15,7 +15,8 @@ from .models import load_base_model, load_tokenizer
 
 # --- LoRA ---
 from .adapters import load_adapter, save_adapter
-from .lora import LoraConfig, LoRALinear, count_parameters, inject_lora, merge_lora, unmerge_lora
+from .lora import LoraConfig, LoRALinear, count_parameters, inject_lora
+from .merge import merge_lora, unmerge_lora
 
 # --- NF4 and QLoRA ---
 from .nf4 import NF4Tensor, dequantize_nf4, dynamic_map, nf4_codebook, quantize_4bit, quantize_nf4

@@ -82,3 +82,19 @@ def to_linear(layer: nn.Module, weight: torch.Tensor) -> nn.Linear:
         if bias is not None:
             linear.bias.copy_(bias)
     return linear
+
+
+def forget_quantization(model: nn.Module) -> None:
+    """Once no 4-bit layer is left, drop what says the model is quantized (config.quantization_config and
+    transformers' quantizer), so save_pretrained writes plain weights that reload as such (transformers#34847)."""
+    if any(is_4bit(m) for m in model.modules()):
+        return
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None and callable(getattr(quantizer, "remove_quantization_config", None)):
+        quantizer.remove_quantization_config(model)
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "quantization_config"):
+        del config.quantization_config
+    for attr in ("is_loaded_in_4bit", "is_quantized"):
+        if getattr(model, attr, False):
+            setattr(model, attr, False)

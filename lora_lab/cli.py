@@ -32,6 +32,7 @@ from .finetune import (
     needs_gpu,
     plan,
     resolve_config,
+    target_layers,
 )
 from .lora import ALL_LINEAR
 
@@ -41,8 +42,9 @@ HELP = {  # the trailing comments of FinetuneConfig, shortened
     "quantization": "nf4 (QLoRA), fp4, or none (LoRA over a 16/32-bit base)",
     "double_quant": "quantize the 4-bit block scales to 8 bits",
     "precision": "auto, fp32, fp16 or bf16 (auto: fp32 on CPU, bf16 if the GPU has it, else fp16)",
-    "target_modules": f"comma-separated layer names, e.g. q_proj,v_proj; or {ALL_LINEAR} (every linear layer "
-                      "but the output head)",
+    "target_modules": f"comma-separated layer names, e.g. q_proj,v_proj; {ALL_LINEAR} (every linear layer but the "
+                      "output head); or one regular expression over whole module names, e.g. '.*self_attn\\.(q|v)_proj' "
+                      "(a value with any of * + ? [ ] ( ) | ^ $ \\ is read as one)",
     "optim": "auto (paged_adamw_32bit on GPU, adamw_torch on CPU) or a transformers optimizer name",
     "max_steps": "optimizer steps; -1 trains num_train_epochs",
     "sample_prompts": "prompts answered before and after training, separated by '|'",
@@ -53,9 +55,15 @@ def _parse_list(sep: str):
     return lambda s: [x.strip() for x in s.split(sep) if x.strip()]
 
 
+REGEX_CHARS = set("*+?[](){}|^$\\")  # a --target-modules value with any of these is one regex, as in PEFT
+
+
 def _parse_targets(s: str):
-    # "all-linear" is one value, as in LoraConfig and a settings file; anything else is a comma-separated list
-    return ALL_LINEAR if s.strip() == ALL_LINEAR else _parse_list(",")(s)
+    # "all-linear" and a regular expression are one value, as in LoraConfig and a settings file; anything else is
+    # a comma-separated list of names (a name may hold dots: self_attn.q_proj)
+    if s.strip() == ALL_LINEAR or REGEX_CHARS & set(s):
+        return s.strip()
+    return _parse_list(",")(s)
 
 
 def _optional_str(s: str):
@@ -219,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         for key, note in coerced.items():
             print(f"lora-lab: {args.config}: {key} {note}", file=sys.stderr)
         if args.command == "estimate":
+            target_layers(config)  # the settings check finetune makes: every target matches a layer it can wrap
             hardware = Hardware.detect()
             if hardware.device == "cpu" and needs_gpu(config):
                 hardware = T4
@@ -235,8 +244,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         finetune(config, out=args.out, progress=not args.no_progress, overwrite=args.overwrite, resume=args.resume)
     except (ValueError, NoGPUError, OSError) as err:  # OSError: a missing file, the hub unreachable
-        print(f"lora-lab: error: {err}", file=sys.stderr)
+        print(f"lora-lab: error: {str(err).removeprefix('lora-lab: ')}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # finetune has recorded it in run.json and printed how to resume
+        print("lora-lab: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -301,7 +301,14 @@ def read_settings_file(path: str | os.PathLike) -> dict:
     suffix = path.suffix.lower()
     if suffix not in (".json", ".yaml", ".yml"):
         raise ConfigError(f"{path}: a settings file is JSON (.json) or YAML (.yaml, .yml)")
-    text = path.read_text(encoding="utf-8")  # FileNotFoundError names the path
+    data = path.read_bytes()  # FileNotFoundError names the path
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise ConfigError(f"{path}: not UTF-8 text: line {line}, column {column} (byte 0x{data[err.start]:02x}); "
+                          "save the file as UTF-8") from None
     try:
         if suffix == ".json":
             data = json.loads(text, object_pairs_hook=_unique_keys)

@@ -37,16 +37,24 @@ def check_rows(rows: list, source: str) -> list[str]:
 
 
 def read_jsonl(path: Path) -> list:
-    """Read a JSON-lines file, naming the line of any malformed JSON."""
+    """Read a JSON-lines file; ValueError naming the file and line of text that is not UTF-8 or not JSON, or no rows."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path}: line {n} is not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+                                 f"{err.start + 1}); save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}: line {n} is not valid JSON ({err.msg}): {line[:80]!r}") from None
+    if not rows:
+        raise ValueError(f"{path}: the file holds no rows; each line must be one JSON object "
+                         "{'text': '<s>[INST] prompt [/INST] answer </s>'}")
     return rows
 
 

@@ -13,7 +13,6 @@ keeps the norm it merged with so that unmerge can divide it out again, and so do
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import torch
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import adapters
-from .lora import LoraConfig, LoRALinear, _set_submodule, inject_lora, lora_layers
+from .lora import LoraConfig, LoRALinear, inject_lora, lora_layers
 
 MAGNITUDE = "lora_magnitude_vector"  # PEFT's name, in the layer and in saved adapter files
 
@@ -94,85 +93,24 @@ class DoRALinear(LoRALinear):
 
 
 def get_dora_model(model: nn.Module, lora_config: LoraConfig) -> nn.Module:
-    """Put a DoRALinear on every target module, in place, like peft.get_peft_model with use_dora=True."""
-    return inject_lora(model, lora_config, layer_cls=DoRALinear)
+    """Put a DoRALinear on every target module, in place, like peft.get_peft_model with use_dora=True.
 
-
-def dora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The adapter tensors under PEFT's keys: lora_A, lora_B and lora_magnitude_vector of every layer."""
-    tensors = adapters.adapter_state_dict(model)
-    for name, layer in lora_layers(model):
-        tensors[f"{adapters.PREFIX}{name}.{MAGNITUDE}"] = layer.lora_magnitude_vector  # (out,)
-    return tensors
+    The same as inject_lora(model, LoraConfig(..., use_dora=True)).
+    """
+    return inject_lora(model, dataclasses.replace(lora_config, use_dora=True))
 
 
 def save_dora_adapter(model: nn.Module, path: str | os.PathLike) -> None:
-    """Write a DoRA model's adapter in PEFT's format (use_dora: true), loadable by peft.PeftModel.from_pretrained."""
+    """Write a DoRA model's adapter in PEFT's format (use_dora: true); lora_lab.save_adapter does the same for any kind."""
     layers = lora_layers(model)
     if not layers or not all(isinstance(layer, DoRALinear) for _, layer in layers):
         raise ValueError(f"model={type(model).__name__} has no DoRA layers (from get_dora_model or load_dora_adapter)")
-    adapters.save_adapter(model, path)  # config and A, B as for plain LoRA; then the DoRA parts
-    config_file = os.path.join(path, adapters.CONFIG_NAME)
-    with open(config_file) as f:
-        config = json.load(f)
-    config["use_dora"] = True
-    with open(config_file, "w") as f:
-        json.dump(config, f, indent=2)
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().contiguous() for k, v in dora_state_dict(model).items()}
-    save_file(tensors, os.path.join(path, adapters.WEIGHTS_NAME), metadata={"format": "pt"})
+    adapters.save_adapter(model, path)
 
 
 def load_dora_adapter(base_model: nn.Module, path: str | os.PathLike, is_trainable: bool = False) -> nn.Module:
-    """Inject DoRA into `base_model` as a PEFT or lora_lab adapter folder with use_dora: true says; return the model."""
-    file = os.path.join(path, adapters.CONFIG_NAME)
-    try:
-        with open(file) as f:
-            raw = json.load(f)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"path={str(path)!r}: cannot read {adapters.CONFIG_NAME} ({e})") from e
-    if not isinstance(raw, dict) or raw.get("use_dora") is not True:
-        raise ValueError(f"{file!r} does not set use_dora: true; load a plain LoRA adapter with lora_lab.load_adapter")
-    config = _dora_config(raw, file)
-    tensors = {k.removeprefix(adapters.PREFIX): v for k, v in adapters.read_adapter_weights(path).items()}
-    magnitudes = {k.removesuffix("." + MAGNITUDE): tensors.pop(k) for k in list(tensors) if k.endswith(MAGNITUDE)}
-    flags = {n: p.requires_grad for n, p in base_model.named_parameters()}
-    model = inject_lora(base_model, dataclasses.replace(config, init_lora_weights=False), layer_cls=DoRALinear)
-    layers = dict(lora_layers(model))
-    try:
-        if magnitudes.keys() != layers.keys():
-            raise ValueError(f"adapter at {str(path)!r} has {MAGNITUDE} for {len(magnitudes)} layers but targets "
-                             f"{len(layers)} (e.g. missing {sorted(layers.keys() - magnitudes.keys())[:3]})")
-        for name, layer in layers.items():
-            if magnitudes[name].shape != layer.lora_magnitude_vector.shape:
-                raise ValueError(f"adapter at {str(path)!r}: {name}.{MAGNITUDE} has shape "
-                                 f"{tuple(magnitudes[name].shape)}, the model needs ({layer.out_features},)")
-        adapters._load_tensors(model, tensors, path, config.r)
-    except ValueError:  # leave the caller's model as it was
-        for name, layer in layers.items():
-            _set_submodule(model, name, layer.base_layer)
-        del model.lora_config
-        for n, p in model.named_parameters():
-            p.requires_grad_(flags[n])
-        raise
-    with torch.no_grad():
-        for name, layer in layers.items():
-            layer.lora_magnitude_vector.copy_(magnitudes[name])
-    model.lora_config = config
-    if not is_trainable:  # PEFT's from_pretrained default: frozen adapter, eval mode
-        model.requires_grad_(False).eval()
-    return model
-
-
-def _dora_config(raw: dict, file: str) -> LoraConfig:
-    for key, off in adapters.UNSUPPORTED.items():
-        value = raw.get(key)
-        if key != "use_dora" and not (value is None or value is False or value == {} or value == []):
-            raise ValueError(f"{file!r} sets {key}={value!r}; lora_lab loads DoRA with {key} left at {off!r}")
-    init = raw.get("init_lora_weights", True)
-    if init not in (True, False, "gaussian"):
-        raise ValueError(f"{file!r} sets init_lora_weights={init!r}; accepted: True, False, 'gaussian'")
-    return LoraConfig(r=raw.get("r", 8), lora_alpha=raw.get("lora_alpha", 8), lora_dropout=raw.get("lora_dropout", 0.0),
-                      target_modules=raw.get("target_modules") or ["q_proj", "v_proj"], bias=raw.get("bias", "none"),
-                      init_lora_weights="kaiming" if init is True else init, use_rslora=raw.get("use_rslora", False))
+    """Load an adapter folder whose config says use_dora: true; lora_lab.load_adapter loads any kind."""
+    if not adapters.read_adapter_config(path).use_dora:
+        raise ValueError(f"{os.path.join(path, adapters.CONFIG_NAME)!r} does not set use_dora: true; load it with "
+                         "lora_lab.load_adapter")
+    return adapters.load_adapter(base_model, path, is_trainable=is_trainable)

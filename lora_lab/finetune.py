@@ -45,7 +45,14 @@ from .plan import (  # noqa: F401  (importable from here as before)
     target_layers,
 )
 from .runs import RunFolderError, read_loss_log  # noqa: F401  (importable from here as before)
-from .sft_data import eval_rows_for, measure, prepare_tokenizer, sft_dataset  # noqa: F401  (importable from here)
+from .sft_data import (  # noqa: F401  (importable from here)
+    describe_fit,
+    eval_rows_for,
+    fit_to_max_length,
+    measure,
+    prepare_tokenizer,
+    sft_dataset,
+)
 
 # ----------------------------------------------------------------------------- the run
 
@@ -171,13 +178,19 @@ def finetune(config: FinetuneConfig | None = None, out: str | os.PathLike = "run
         if source is not None and not is_local(source):
             require_hub(str(source), kind, "`lora-lab finetune --profile tiny` (the embedded model and data)")
     targets = target_layers(config)  # every target_modules entry must match, checked before any weight loads
+    # the data, read and tokenized before any model loads: a bad file, or a max_length no prompt fits in, stops here
+    texts = list(load_instruction_dataset(config.dataset)["text"])
+    train_rows, fit = fit_to_max_length(load_tokenizer(config.model), texts, config.max_length,
+                                        config.completion_only_loss)
+    eval_rows = eval_rows_for(config)
     # SFTConfig sets up the processes (one, or one per `accelerate launch`/torchrun worker): build it first
     args = SFTConfig(**sft_kwargs(config, run_plan, str(out / runs.CHECKPOINTS), progress))
     state = PartialState()
     main = state.is_main_process
     say = log if main else (lambda *a, **k: None)
     state.wait_for_everyone()  # every process has read the folder before the main one writes to it
-    record = start.record or {"status": "running", "config": settings, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    record = start.record or {"config": settings, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    record = {k: v for k, v in record.items() if k not in ("error", "stopped")} | {"status": "running"}
     if main:
         out.mkdir(parents=True, exist_ok=True)
         if start.fresh:
@@ -195,83 +208,102 @@ def finetune(config: FinetuneConfig | None = None, out: str | os.PathLike = "run
     if run_plan["optim_note"]:
         say(run_plan["optim_note"])
 
-    model, tokenizer = load_for_training(config, run_plan)
-    quant = describe_quantization(model)
-    say(f"4-bit layers as loaded: {quant}")
-    texts = list(load_instruction_dataset(config.dataset)["text"])
-    train_rows = sft_dataset(tokenizer, texts, config.max_length, config.completion_only_loss)
-    eval_rows = eval_rows_for(config)
-    longest = max(len(r) for r in train_rows["input_ids"])  # a batch is padded to its longest row
-    estimate = estimate_for(config, run_plan, seq_len=longest, model_config=model.config)
-    say("memory estimate (per process):\n" + estimate.table("MiB"))
+    if note := describe_fit(fit, config.max_length):
+        say(note)
+    try:
+        model, tokenizer = load_for_training(config, run_plan)
+        quant = describe_quantization(model)
+        say(f"4-bit layers as loaded: {quant}")
+        longest = max(len(r) for r in train_rows["input_ids"])  # a batch is padded to its longest row
+        estimate = estimate_for(config, run_plan, seq_len=longest, model_config=model.config)
+        say("memory estimate (per process):\n" + estimate.table("MiB"))
 
-    before = record.get("eval_before")  # measured once, by the first attempt
-    if before is None and main:
-        before = measure(model, tokenizer, config, eval_rows)
-        runs.write_record(out, {**record, "eval_before": before})
-    state.wait_for_everyone()
+        before = record.get("eval_before")  # measured once, by the first attempt
+        if before is None and main:
+            before = measure(model, tokenizer, config, eval_rows)
+            runs.write_record(out, {**record, "eval_before": before})
+        state.wait_for_everyone()
 
-    # target_modules as given: a list stays a list, "all-linear" and a regex stay one string (never split)
-    peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                             target_modules=config.target_modules, bias="none", task_type="CAUSAL_LM")
-    timer, spent = _checkpoint_timer()
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=[timer])
-    _check_wrapped(trainer.model, targets)
-    _keep_adapters_fp32(trainer.model)
-    trainable, total = trainer.model.get_nb_trainable_parameters()
-    say(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}")
+        # target_modules as given: a list stays a list, "all-linear" and a regex stay one string (never split)
+        peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                                 target_modules=config.target_modules, bias="none", task_type="CAUSAL_LM")
+        timer, spent = _checkpoint_timer()
+        trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, processing_class=tokenizer,
+                             peft_config=peft_config, callbacks=[timer])
+        _check_wrapped(trainer.model, targets)
+        _keep_adapters_fp32(trainer.model)
+        trainable, total = trainer.model.get_nb_trainable_parameters()
+        say(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}")
 
-    t0 = time.time()
-    if start.checkpoint and runs.trained_out(start.checkpoint):
-        # training had finished and only the save after it was cut off; Trainer.train would run one more
-        # step from such a checkpoint, so load it as the Trainer itself loads one, and do not train
-        from transformers import TrainerState
+        t0 = time.time()
+        if start.checkpoint and runs.trained_out(start.checkpoint):
+            # training had finished and only the save after it was cut off; Trainer.train would run one more
+            # step from such a checkpoint, so load it as the Trainer itself loads one, and do not train
+            from transformers import TrainerState
 
-        trainer.model.load_adapter(str(start.checkpoint), trainer.model.active_adapter, is_trainable=True)
-        trainer.state = TrainerState.load_from_json(str(start.checkpoint / "trainer_state.json"))
-    else:
-        trainer.train(resume_from_checkpoint=str(start.checkpoint) if start.checkpoint else None)
-    train_seconds = time.time() - t0
-    peft_model = trainer.model
-    peft_model.eval()
-    peft_model.config.use_cache = True
-    partial = out / ".adapter.partial"  # written whole, then renamed to adapter/
-    if main and partial.exists():
-        shutil.rmtree(partial)
-    trainer.save_model(str(partial))  # adapter_config.json + adapter_model.safetensors, main process only
-    after = measure(peft_model, tokenizer, config, eval_rows) if main else None
+            trainer.model.load_adapter(str(start.checkpoint), trainer.model.active_adapter, is_trainable=True)
+            trainer.state = TrainerState.load_from_json(str(start.checkpoint / "trainer_state.json"))
+        else:
+            trainer.train(resume_from_checkpoint=str(start.checkpoint) if start.checkpoint else None)
+        train_seconds = time.time() - t0
+        peft_model = trainer.model
+        peft_model.eval()
+        peft_model.config.use_cache = True
+        partial = out / ".adapter.partial"  # written whole, then renamed to adapter/
+        if main and partial.exists():
+            shutil.rmtree(partial)
+        trainer.save_model(str(partial))  # adapter_config.json + adapter_model.safetensors, main process only
+        after = measure(peft_model, tokenizer, config, eval_rows) if main else None
 
-    losses = [h for h in trainer.state.log_history if "loss" in h]
-    metrics = {}
-    if main:
-        score = (lambda m: m["accuracy"]) if eval_rows is not None else (lambda m: m["samples"])
-        metrics = {
-            "metric": "held-out exact match" if eval_rows is not None else "sample generations",
-            "metric_before": score(before), "metric_after": score(after),
-            "eval_before": before, "eval_after": after,
-            "train_seconds": round(train_seconds, 2), "total_seconds": round(time.time() - t_start, 2),
-            "resumed_from_step": int(start.checkpoint.name.split("-")[-1]) if start.checkpoint else None,
-            "checkpoints_saved": spent["count"], "checkpoint_seconds": round(spent["seconds"], 3),
-            "peak_memory_mb": round(peak_memory_mb(run_plan["device"]), 1),
-            "peak_memory_kind": "GPU memory allocated" if run_plan["device"] == "cuda" else "process RSS",
-            "memory_at_start_mb": round(memory_at_start, 1),
-            "steps": trainer.state.global_step, "final_loss": losses[-1]["loss"] if losses else None,
-            "num_processes": state.num_processes, "trainable_params": trainable, "all_params": total,
-            "quantization": quant, "plan": run_plan, "memory_estimate_mb": {
-                k: round(v / 2**20, 2) for k, v in estimate.as_dict().items() if k in estimate.PARTS + ("total",)},
-            "config": dataclasses.asdict(config),
-        }
-        # each file whole or not at all; run.json says "finished" only once all of them are in place
-        runs.replace_dir(partial, out / "adapter")
-        runs.write_loss_log(out / "loss_log.csv", trainer.state.log_history)
-        runs.write_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
-        runs.write_record(out, {**runs.read_record(out), "status": "finished",
-                                "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
-        say(f"{metrics['metric']}: {_show(metrics['metric_before'])} -> {_show(metrics['metric_after'])} "
-            f"in {train_seconds:.0f} s of training; wrote {out}/adapter, loss_log.csv, metrics.json")
-    state.wait_for_everyone()
-    return FinetuneResult(metrics, peft_model, tokenizer, trainer)
+        losses = [h for h in trainer.state.log_history if "loss" in h]
+        metrics = {}
+        if main:
+            score = (lambda m: m["accuracy"]) if eval_rows is not None else (lambda m: m["samples"])
+            metrics = {
+                "metric": "held-out exact match" if eval_rows is not None else "sample generations",
+                "metric_before": score(before), "metric_after": score(after),
+                "eval_before": before, "eval_after": after,
+                "train_seconds": round(train_seconds, 2), "total_seconds": round(time.time() - t_start, 2),
+                "resumed_from_step": int(start.checkpoint.name.split("-")[-1]) if start.checkpoint else None,
+                "checkpoints_saved": spent["count"], "checkpoint_seconds": round(spent["seconds"], 3),
+                "peak_memory_mb": round(peak_memory_mb(run_plan["device"]), 1),
+                "peak_memory_kind": "GPU memory allocated" if run_plan["device"] == "cuda" else "process RSS",
+                "memory_at_start_mb": round(memory_at_start, 1),
+                "train_rows": {"kept": len(train_rows), "dropped": fit["dropped"], "cut": fit["cut"]},
+                "steps": trainer.state.global_step, "final_loss": losses[-1]["loss"] if losses else None,
+                "num_processes": state.num_processes, "trainable_params": trainable, "all_params": total,
+                "quantization": quant, "plan": run_plan, "memory_estimate_mb": {
+                    k: round(v / 2**20, 2) for k, v in estimate.as_dict().items() if k in estimate.PARTS + ("total",)},
+                "config": dataclasses.asdict(config),
+            }
+            # each file whole or not at all; run.json says "finished" only once all of them are in place
+            runs.replace_dir(partial, out / "adapter")
+            runs.write_loss_log(out / "loss_log.csv", trainer.state.log_history)
+            runs.write_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
+            runs.write_record(out, {**runs.read_record(out), "status": "finished",
+                                    "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+            say(f"{metrics['metric']}: {_show(metrics['metric_before'])} -> {_show(metrics['metric_after'])} "
+                f"in {train_seconds:.0f} s of training; wrote {out}/adapter, loss_log.csv, metrics.json")
+        state.wait_for_everyone()
+        return FinetuneResult(metrics, peft_model, tokenizer, trainer)
+    except BaseException as err:  # a failure or Ctrl-C: run.json says so, and how to go on
+        if main:
+            _record_stop(out, err, say)
+        raise
+
+
+def _record_stop(out: Path, err: BaseException, say) -> None:
+    """Mark run.json "interrupted" (Ctrl-C) or "failed", with the error, and print how to continue."""
+    interrupted = isinstance(err, KeyboardInterrupt)
+    record = runs.read_record(out) or {}
+    runs.write_record(out, {**record, "status": "interrupted" if interrupted else "failed",
+                            "error": None if interrupted else f"{type(err).__name__}: {err}",
+                            "stopped": time.strftime("%Y-%m-%d %H:%M:%S")})
+    done = runs.checkpoints(out)
+    how = (f"continue from step {done[-1][0]} with: lora-lab finetune --out {out} --resume" if done else
+           "no checkpoint was saved yet, so the same command starts it again")
+    say(f"lora-lab: the run in {out} {'was interrupted' if interrupted else 'failed'} and is recorded so in "
+        f"{runs.RUN_FILE}; {how}")
 
 
 def _show(metric) -> str:

@@ -20,6 +20,7 @@ there with that device name mapped to the CPU, so the two can be compared anywhe
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
@@ -27,7 +28,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .lora import LoraConfig, _check_lora_args, inject_lora
+from .lora import LoraConfig, inject_lora
+from .lora_config import check_lora_args
 from .nf4 import NF4Tensor, dequantize_nf4, quantize_nf4
 from .qlora import NF4Linear, QLoRALinear
 
@@ -76,8 +78,8 @@ def loftq_init(weight: torch.Tensor, r: int, num_iter: int = 1, scaling: float =
 def _loftq_layer(base_layer: nn.Module, r: int, lora_alpha: float, lora_dropout: float = 0.0,
                  init_lora_weights: bool | str = "gaussian", use_rslora: bool = False, fan_in_fan_out: bool = False,
                  num_iter: int = 1, double_quant: bool = False) -> QLoRALinear:
-    """A QLoRALinear whose NF4 base and A, B come from loftq_init (inject_lora's layer_cls)."""
-    _check_lora_args(r, lora_alpha, lora_dropout, init_lora_weights)
+    """A QLoRALinear whose NF4 base and A, B come from loftq_init (inject_lora's layer_cls); init_lora_weights is not read."""
+    check_lora_args(r, lora_alpha, lora_dropout, False)
     if not isinstance(base_layer, nn.Linear):
         raise TypeError(f"base_layer={type(base_layer).__name__} is not accepted; LoftQ needs the full-precision "
                         "weight W0 of an nn.Linear (it chooses the 4-bit weight itself)")
@@ -95,11 +97,17 @@ def _loftq_layer(base_layer: nn.Module, r: int, lora_alpha: float, lora_dropout:
 def get_loftq_model(model: nn.Module, lora_config: LoraConfig, num_iter: int = 1, double_quant: bool = False) -> nn.Module:
     """QLoRA with LoftQ's init: every target nn.Linear becomes a QLoRALinear over LoftQ's NF4 weight, in place.
 
-    LoftQ sets A and B itself, so lora_config.init_lora_weights plays no part (PEFT: init_lora_weights="loftq").
-    Raises TypeError for a target that is not a full-precision nn.Linear, ValueError for a rank the layer cannot take.
+    The same as inject_lora(model, LoraConfig(..., init_lora_weights="loftq", loftq_config={"loftq_bits": 4,
+    "loftq_iter": num_iter})), PEFT's way to ask for it; LoftQ sets A and B itself. double_quant=True also
+    quantizes the block scales (PEFT's LoftQ never does). Raises TypeError for a target that is not a
+    full-precision nn.Linear, ValueError for a rank the layer cannot take.
     """
-    layer_cls = functools.partial(_loftq_layer, num_iter=num_iter, double_quant=double_quant)
-    return inject_lora(model, lora_config, layer_cls=layer_cls)
+    config = dataclasses.replace(lora_config, init_lora_weights="loftq", loftq_config={"loftq_bits": 4,
+                                                                                       "loftq_iter": num_iter})
+    if not double_quant:
+        return inject_lora(model, config)
+    layer_cls = functools.partial(_loftq_layer, num_iter=num_iter, double_quant=True)
+    return inject_lora(model, config, layer_cls=layer_cls)
 
 
 @contextlib.contextmanager

@@ -5,56 +5,13 @@ import itertools
 import math
 import re
 import warnings
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D  # GPT-2's linear layer, weight stored (in, out)
 
 from . import base4bit
-
-INIT_CHOICES = ("gaussian", "kaiming", True, False)
-ALL_LINEAR = "all-linear"  # every linear layer but the output head, as PEFT means it
-BIAS_CHOICES = ("none", "all", "lora_only")
-
-
-@dataclass
-class LoraConfig:
-    r: int = 8  # rank of the update ΔW = B·A
-    lora_alpha: float = 8  # ΔW is scaled by lora_alpha / r
-    lora_dropout: float = 0.0  # dropout on the LoRA path's input only, in [0, 1)
-    target_modules: list[str] | str = field(default_factory=lambda: ["q_proj", "v_proj"])  # name suffixes, a regex, or "all-linear" (all but the output head); PEFT's Llama default
-    bias: str = "none"  # which biases train: "none", "all", or "lora_only" (those of wrapped layers)
-    init_lora_weights: bool | str = "gaussian"  # "gaussian": A ~ N(0, 1/r²), B = 0; "kaiming"/True: PEFT's default; False: nn.Linear's init (B ≠ 0, tests)
-    use_rslora: bool = False  # scale by lora_alpha / sqrt(r) instead of lora_alpha / r
-    fan_in_fan_out: bool = False  # base weight stored (in, out); switched on by itself for GPT-2's Conv1D
-
-    def __post_init__(self):
-        _check_lora_args(self.r, self.lora_alpha, self.lora_dropout, self.init_lora_weights)
-        tm = self.target_modules
-        if isinstance(tm, (list, tuple, set)) and tm and all(isinstance(t, str) for t in tm):
-            self.target_modules = list(tm)
-        elif not (isinstance(tm, str) and tm):
-            raise TypeError(f"target_modules={tm!r} is not accepted; give a non-empty list of module name suffixes, a regex string, or 'all-linear'")
-        if self.bias not in BIAS_CHOICES:
-            raise ValueError(f"bias={self.bias!r} is not accepted; choose one of {BIAS_CHOICES}")
-
-
-def _check_lora_args(r, lora_alpha, lora_dropout, init_lora_weights) -> None:
-    if not isinstance(r, int) or isinstance(r, bool):
-        raise TypeError(f"r={r!r} is not accepted; r must be a positive int")
-    if r <= 0:
-        raise ValueError(f"r={r!r} is not accepted; r must be a positive int")
-    if not isinstance(lora_alpha, (int, float)) or isinstance(lora_alpha, bool):
-        raise TypeError(f"lora_alpha={lora_alpha!r} is not accepted; lora_alpha must be a number > 0")
-    if not lora_alpha > 0:
-        raise ValueError(f"lora_alpha={lora_alpha!r} is not accepted; lora_alpha must be a number > 0")
-    if not isinstance(lora_dropout, (int, float)) or isinstance(lora_dropout, bool):
-        raise TypeError(f"lora_dropout={lora_dropout!r} is not accepted; lora_dropout must be a number in [0, 1)")
-    if not 0 <= lora_dropout < 1:
-        raise ValueError(f"lora_dropout={lora_dropout!r} is not accepted; lora_dropout must be in [0, 1)")
-    if not (init_lora_weights is True or init_lora_weights is False or init_lora_weights in ("gaussian", "kaiming")):
-        raise ValueError(f"init_lora_weights={init_lora_weights!r} is not accepted; choose one of {INIT_CHOICES}")
+from .lora_config import ALL_LINEAR, BIAS_CHOICES, INIT_CHOICES, LoraConfig, check_lora_args  # noqa: F401  (importable from here as before)
 
 
 def _features(layer: nn.Module) -> tuple[int, int]:
@@ -85,7 +42,7 @@ class LoRALinear(nn.Module):
     def __init__(self, base_layer: nn.Module, r: int, lora_alpha: float, lora_dropout: float = 0.0,
                  init_lora_weights: bool | str = "gaussian", use_rslora: bool = False, fan_in_fan_out: bool = False):
         super().__init__()
-        _check_lora_args(r, lora_alpha, lora_dropout, init_lora_weights)
+        check_lora_args(r, lora_alpha, lora_dropout, init_lora_weights)
         self.in_features, self.out_features = _features(base_layer)
         if r > min(self.in_features, self.out_features):
             raise ValueError(f"r={r} is not accepted for a {self.in_features}→{self.out_features} layer; "
@@ -163,13 +120,15 @@ def _entry_matches(name: str, entry: str) -> bool:
 
 
 def match_target_modules(names: list[str], target_modules, linear: list[str], heads=(), owner: str = "the model",
-                         nothing: str = "matched no module") -> list[str]:
+                         nothing: str = "matched no module", kinds: dict | None = None) -> list[str]:
     """The names among `names` that `target_modules` selects, with PEFT's rules; every entry must select one.
 
     target_modules: a list of names (a full module name, or the part after a dot), "all-linear" (every
     name in `linear` but the output head), or any other string: a regex over full names (a string is
-    never split into a list); `heads`: the output head's names. Raises ValueError naming every entry that matches nothing, with the leaf
-    names of `linear`. Shared by inject_lora, the memory estimate and the fine-tune.
+    never split into a list); `heads`: the output head's names; `kinds`: {name: class name} for messages.
+    Raises ValueError naming every entry that matches nothing (with the leaf names of `linear`), and
+    for a match that is not in `linear` (PEFT refuses it too). Shared by inject_lora, the memory
+    estimate and the fine-tune.
     """
     tm = sorted(target_modules) if isinstance(target_modules, (set, frozenset)) else target_modules
     if tm == ALL_LINEAR:
@@ -184,12 +143,25 @@ def match_target_modules(names: list[str], target_modules, linear: list[str], he
     else:
         raise TypeError(f"target_modules={tm!r} is not accepted; give a non-empty list of module name suffixes, "
                         f"a regex string, or {ALL_LINEAR!r}")
+    leaves = sorted({n.rsplit(".", 1)[-1] for n in linear})
     if missing:
         which = "" if len(missing) == (1 if isinstance(tm, str) else len(tm)) else \
             ": " + ", ".join(repr(t) for t in missing)
-        leaves = sorted({n.rsplit(".", 1)[-1] for n in linear})
+        regex = "" if not isinstance(tm, str) else (
+            f". A string is one regular expression matched against whole module names such as {linear[0]!r} "
+            f"(PEFT's rule); for names give a list, e.g. [{tm!r}], or a regex such as {'.*' + tm!r}" if linear else "")
         raise ValueError(f"target_modules={tm!r}{which} {nothing} of {owner}; "
-                         f"its linear layers are named: {', '.join(leaves) or '(none)'}")
+                         f"its linear layers are named: {', '.join(leaves) or '(none)'}{regex}")
+    linear_set = set(linear)
+    if wrong := [n for n in chosen if n not in linear_set]:
+        kind = (kinds or {}).get(wrong[0], "module that is not a linear layer")
+        inside = sorted({n.rsplit(".", 1)[-1] for n in chosen if n in linear_set})
+        hint = ""
+        if isinstance(tm, str) and inside:
+            hint = f"; to select only the linear layers it matches, name them, e.g. '{tm}\\.({'|'.join(inside)})'"
+        raise ValueError(f"target_modules={tm!r} matched {wrong[0]!r}, a {kind}" + (f" (and {len(wrong) - 1} more)"
+                         if len(wrong) > 1 else "") + "; LoRA wraps nn.Linear, Conv1D, or modules with "
+                         f"in_features/out_features, and PEFT refuses such a target too{hint}")
     return chosen
 
 
@@ -197,19 +169,30 @@ def find_target_modules(model: nn.Module, config) -> list[str]:
     """Full names of the modules inject_lora would wrap: PEFT's matching rules, every entry checked.
 
     config: a LoraConfig (lora_lab's or PEFT's) or its target_modules alone. Raises ValueError naming
-    every entry that matches no module, TypeError for a match that is not a linear layer.
+    every entry that matches no module, or a match that is not a linear layer.
     """
     tm = getattr(config, "target_modules", config)
     named = [(n, m) for n, m in model.named_modules() if n]
     linear = [n for n, m in named if is_linear(m)]
     head_module = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     heads = {n for n, m in named if head_module is not None and m is head_module}
-    names = match_target_modules([n for n, _ in named], tm, linear, heads, type(model).__name__)
-    for n in names:
-        if not is_linear(model.get_submodule(n)):
-            raise TypeError(f"target_modules={tm!r} matched {n!r}, a {type(model.get_submodule(n)).__name__}; "
-                            "LoRA wraps nn.Linear, Conv1D, or modules with in_features/out_features")
-    return names
+    return match_target_modules([n for n, _ in named], tm, linear, heads, type(model).__name__,
+                                kinds={n: type(m).__name__ for n, m in named})
+
+
+def check_rank(r: int, layers: list[tuple[str, int, int]], key: str = "r") -> None:
+    """ValueError unless r <= min(in_features, out_features) for every (name, in_features, out_features).
+
+    A rank-r update B·A of an in→out layer has rank at most min(in, out): a larger r adds parameters
+    that change nothing. Checked by inject_lora, the memory estimate and the fine-tune's settings check.
+    """
+    over = [(n, i, o) for n, i, o in layers if r > min(i, o)]
+    if over:
+        name, fin, fout = over[0]
+        more = f" (and {len(over) - 1} more)" if len(over) > 1 else ""
+        raise ValueError(f"{key}={r} is not accepted for {name!r}, a {fin}→{fout} layer{more}; {key} must be at most "
+                         f"min(in_features, out_features) = {min(fin, fout)}: choose {key} <= "
+                         f"{min(min(i, o) for _, i, o in layers)} for these target_modules")
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -217,26 +200,59 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent), child, module)
 
 
-def inject_lora(model: nn.Module, config: LoraConfig, layer_cls=LoRALinear) -> nn.Module:
-    """Wrap every target module in `layer_cls` (in place), freeze all that is not LoRA, return the model."""
+def tied_targets(model: nn.Module, names: list[str]) -> dict[str, list[str]]:
+    """{target: the other parameters sharing its weight}, e.g. a tied lm_head and model.embed_tokens.weight."""
+    owners: dict[int, list[str]] = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(p), []).append(n)
+    tied = {}
+    for name in names:
+        module = model.get_submodule(name)
+        weight = getattr(getattr(module, "base_layer", module), "weight", None)
+        if others := [o for o in owners.get(id(weight), []) if o.rpartition(".")[0] not in (name, name + ".base_layer")]:
+            tied[name] = others
+    return tied
+
+
+def inject_lora(model: nn.Module, config: LoraConfig, layer_cls=None) -> nn.Module:
+    """Wrap every target module in the layer `config` asks for (in place), freeze all that is not LoRA, return the model.
+
+    The layer follows config.variant (lora_lab.variants: LoRA, DoRA, PiSSA, LoftQ, QA-LoRA) unless
+    `layer_cls` is given. Every target is checked before any changes: ValueError for a target that
+    matches nothing or a rank above a layer's width, TypeError for a layer the variant cannot wrap. The
+    new layers take the train/eval mode of the modules they replace, so dropout follows the model. The
+    targeted weights' fingerprint (lora_lab.fingerprint) is kept for save_adapter; a target that shares
+    its weight with another module (a tied lm_head) is warned about, as PEFT does.
+    """
     if not isinstance(config, LoraConfig):
         raise TypeError(f"config={config!r} is not accepted; pass a lora_lab.LoraConfig")
     if existing := lora_layers(model):
         raise ValueError(f"model already has {len(existing)} LoRA layers (first: {existing[0][0]!r}); inject_lora runs "
                          "once per model: call merge_lora(model, unload=True) first, or start from a fresh model")
-    names = find_target_modules(model, config)
+    targets = [(n, model.get_submodule(n)) for n in find_target_modules(model, config)]
+    check_rank(config.r, [(name, *_features(module)) for name, module in targets])
+    if layer_cls is None:
+        from .variants import layer_class
+        layer_cls = layer_class(config, targets)
+    from . import fingerprint
+    base = fingerprint.take(model, [n for n, _ in targets])  # before a variant (PiSSA, LoftQ) rewrites a weight
+    if tied := tied_targets(model, [n for n, _ in targets]):
+        warnings.warn(f"{sorted(tied)} share their weight with {sorted(sum(tied.values(), []))} (tie_word_embeddings); "
+                      "LoRA trains as usual, but a merge would write ΔW into the shared weight as well. merge_lora "
+                      "gives each its own copy first (PEFT warns here too, peft#2018, and merges into both)", stacklevel=2)
     kwargs = dict(r=config.r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                   init_lora_weights=config.init_lora_weights, use_rslora=config.use_rslora,
                   fan_in_fan_out=config.fan_in_fan_out)
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:  # build (and check) every layer before any swap, so a bad fit leaves the model as it was
-        new = [layer_cls(model.get_submodule(n), **kwargs) for n in names]
+        new = [layer_cls(module, **kwargs) for _, module in targets]
     except (ValueError, TypeError):
         for p, flag in flags:
             p.requires_grad_(flag)
         raise
     model.requires_grad_(False)
-    for name, layer in zip(names, new):
+    for (name, old), layer in zip(targets, new):
+        layer.train(old.training)  # nn.Module starts in train mode; dropout must follow the model's mode
         _set_submodule(model, name, layer)
         if config.bias == "lora_only" and getattr(layer.base_layer, "bias", None) is not None:
             layer.base_layer.bias.requires_grad_(True)
@@ -245,61 +261,7 @@ def inject_lora(model: nn.Module, config: LoraConfig, layer_cls=LoRALinear) -> n
             if "bias" in n:
                 p.requires_grad_(True)
     model.lora_config = dataclasses.replace(config)
-    return model
-
-
-def _check_mergeable(name: str, layer: LoRALinear) -> None:
-    base = layer.base_layer
-    weight = getattr(base, "weight", None)
-    cls = type(layer)
-    if cls._add_to_base_weight is not LoRALinear._add_to_base_weight or cls.merge is not LoRALinear.merge:
-        return  # a subclass (QLoRALinear, QALoRALinear, ...) writes its own base
-    if base4bit.is_4bit(base) or (isinstance(weight, torch.Tensor) and weight.is_floating_point()):
-        return
-    kind = weight.dtype if isinstance(weight, torch.Tensor) else type(weight).__name__
-    raise TypeError(f"cannot merge LoRA into {name!r}: its base is a {type(base).__name__} with a {kind} weight; "
-                    "lora_lab merges into nn.Linear, Conv1D, its NF4Linear and bitsandbytes' Linear4bit. "
-                    "Keep the adapter unmerged, or reload the base in full precision and merge there")
-
-
-def merge_lora(model: nn.Module, unload: bool = False, dequantize: bool = False) -> nn.Module:
-    """Fold every ΔW into its base weight; with unload=True also put the plain base layers back.
-
-    A 4-bit base (NF4Linear, bitsandbytes' Linear4bit) is dequantized, given ΔW and quantized again,
-    with a warning: that rounds part of ΔW away. dequantize=True is the exact alternative: every LoRA
-    layer becomes a plain nn.Linear holding dequant(W0) + ΔW in the base's original dtype (it
-    implies unload). Raises ValueError without LoRA layers, TypeError for a base it cannot write to
-    (before any layer changes).
-    """
-    layers = lora_layers(model)
-    if not layers:
-        raise ValueError(f"model={type(model).__name__} has no LoRA layers to merge; call inject_lora first")
-    for name, layer in layers:
-        _check_mergeable(name, layer)
-    for name, layer in layers:
-        if dequantize and base4bit.is_4bit(layer.base_layer):
-            w = base4bit.dequantized_weight(layer.base_layer)  # (out, in) fp32, W0 (+ ΔW if already merged)
-            if not layer.merged:
-                w = w + layer.get_delta_weight().float()
-            _set_submodule(model, name, base4bit.to_linear(layer.base_layer, w))
-            continue
-        layer.merge()
-        if unload or dequantize:
-            _set_submodule(model, name, layer.base_layer)
-    if (unload or dequantize) and hasattr(model, "lora_config"):
-        del model.lora_config
-    return model
-
-
-def unmerge_lora(model: nn.Module) -> nn.Module:
-    """Subtract every merged ΔW from its base weight again (a 4-bit base is requantized: not its old codes)."""
-    layers = lora_layers(model)
-    if not layers:
-        raise ValueError(f"model={type(model).__name__} has no LoRA layers to unmerge; was it unloaded?")
-    for name, layer in layers:
-        _check_mergeable(name, layer)
-    for _, layer in layers:
-        layer.unmerge()
+    model.lora_base_fingerprint = base
     return model
 
 

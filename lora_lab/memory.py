@@ -84,14 +84,19 @@ def _spec(lora) -> tuple[int, list[str] | str, float]:
     return int(get("r")), targets, float(get("lora_dropout", 0.0) or 0.0)
 
 
-def _adapted(linears: list[tuple[str, int, int, bool]], targets, owner: str) -> list[tuple[str, int, int]]:
-    """(name, in, out) of the linear layers `targets` selects: lora_lab.lora's rules, every entry checked."""
-    from .lora import match_target_modules
+def _adapted(model: nn.Module, linears: list[tuple[str, int, int, bool]], targets, r: int, owner: str
+             ) -> list[tuple[str, int, int]]:
+    """(name, in, out) of the linear layers `targets` selects: lora_lab.lora's rules, every entry and the rank checked."""
+    from .lora import check_rank, match_target_modules
 
     names = [n for n, *_ in linears]
     heads = {n for n, _, _, head in linears if head}
-    chosen = set(match_target_modules(names, targets, names, heads, owner, nothing="matches no linear layer"))
-    return [(n, i, o) for n, i, o, _ in linears if n in chosen]
+    modules = [(n, m) for n, m in model.named_modules() if n and ".lora_" not in n and not n.endswith(".base_layer")]
+    chosen = set(match_target_modules([n for n, _ in modules], targets, names, heads, owner,
+                                      nothing="matches no linear layer", kinds={n: type(m).__name__ for n, m in modules}))
+    adapted = [(n, i, o) for n, i, o, _ in linears if n in chosen]
+    check_rank(r, adapted)
+    return adapted
 
 
 def _linear_layers(model: nn.Module) -> list[tuple[str, int, int, bool]]:
@@ -140,7 +145,7 @@ def estimate_memory(model_config, quant: str | None = "nf4", double_quant: bool 
             blocks = math.ceil(i * o / blocksize)
             # double quantization: 8-bit absmax, plus one fp32 scale per 256 of them and one fp32 offset
             constants += blocks + 4 * math.ceil(blocks / 256) + 4 if double_quant else 4 * blocks
-    adapted = _adapted(linears, targets, type(model).__name__)  # ValueError naming each entry that matches nothing
+    adapted = _adapted(model, linears, targets, r, type(model).__name__)  # ValueError: no match, rank too high
     lora_params = sum(r * (i + o) for _, i, o in adapted)
     state_bytes = 0 if optimizer.startswith("sgd") else 2 if "8bit" in optimizer else 8
 

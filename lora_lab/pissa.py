@@ -14,19 +14,21 @@ ways: an adapter whose config says init_lora_weights="pissa" makes PEFT redo the
 it is loaded onto (right on W0, wrong on a saved W_res), and `save_pretrained(...,
 path_initial_model_for_weight_conversion=...)` turns it into a plain LoRA of rank 2r that belongs on
 W0:  s·B·A − s·B0·A0 = s·[B | −B0]·[A ; A0]  (so r and lora_alpha double, the scaling stays).
-`pissa_to_lora` and `save_pissa_as_lora` do the second.
+`lora_lab.save_adapter` writes the first by default (and, unlike PEFT, a fingerprint that tells W0 from a
+saved W_res on load); `save_adapter(..., convert_to_lora=True)`, `pissa_to_lora` and `save_pissa_as_lora`
+do the second.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 
 import torch
 from torch import nn
 
 from . import adapters
-from .lora import LoraConfig, LoRALinear, find_target_modules, inject_lora, lora_layers
+from .lora import LoraConfig, LoRALinear, inject_lora
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -57,15 +59,11 @@ def pissa_init_(layer: LoRALinear) -> None:
 
 
 def get_pissa_model(model: nn.Module, lora_config: LoraConfig) -> nn.Module:
-    """Put LoRA on every target module with PiSSA's init, in place, like peft.get_peft_model with init_lora_weights="pissa"."""
-    if lora_config.fan_in_fan_out:
-        raise ValueError("fan_in_fan_out=True is not accepted: PiSSA here wraps nn.Linear layers, stored (out, in)")
-    for name in find_target_modules(model, lora_config):  # check all before changing any
-        _check_base(model.get_submodule(name), f"target {name!r}")
-    inject_lora(model, lora_config)
-    for _, layer in lora_layers(model):
-        pissa_init_(layer)
-    return model
+    """Put LoRA on every target module with PiSSA's init, in place, like peft.get_peft_model with init_lora_weights="pissa".
+
+    The same as inject_lora(model, LoraConfig(..., init_lora_weights="pissa")); every target is checked first.
+    """
+    return inject_lora(model, dataclasses.replace(lora_config, init_lora_weights="pissa"))
 
 
 def adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -91,16 +89,8 @@ def pissa_to_lora(model: nn.Module, initial: dict[str, torch.Tensor]) -> dict[st
 
 
 def save_pissa_as_lora(model: nn.Module, initial: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
-    """Write pissa_to_lora's adapter in PEFT's format (r and lora_alpha doubled): it loads onto the original base."""
-    from safetensors.torch import save_file
+    """Write pissa_to_lora's adapter in PEFT's format (r and lora_alpha doubled): it loads onto the original base.
 
-    tensors = {k: v.contiguous() for k, v in pissa_to_lora(model, initial).items()}
-    adapters.save_adapter(model, path)  # the config of the trained adapter; then rank 2r and its tensors
-    config_file = os.path.join(path, adapters.CONFIG_NAME)
-    with open(config_file) as f:
-        config = json.load(f)
-    config.update(r=2 * config["r"], init_lora_weights=True,
-                  lora_alpha=config["lora_alpha"] * (2**0.5 if config["use_rslora"] else 2))  # the same scaling
-    with open(config_file, "w") as f:
-        json.dump(config, f, indent=2)
-    save_file(tensors, os.path.join(path, adapters.WEIGHTS_NAME), metadata={"format": "pt"})
+    save_adapter(model, path, convert_to_lora=True) does the same with the initial A and B the model kept.
+    """
+    adapters._save(model, path, False, True, initial, False)

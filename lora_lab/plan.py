@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import FinetuneConfig
-from .lora import find_target_modules
+from .lora import _features, check_rank, find_target_modules
 from .memory import estimate_memory, llama2_7b_config, meta_model
 from .models import HUB_MODEL
 from .paths import EMBEDDED_MODEL
@@ -123,10 +123,14 @@ def model_config_for(config: FinetuneConfig):
 def target_layers(config: FinetuneConfig, model_config=None) -> list[str]:
     """Full names of the layers config.target_modules selects, found on the model built on the meta device.
 
-    No weights load: a target that matches nothing fails here, in well under a second, with the names
-    of the model's linear layers (lora_lab.lora.find_target_modules, the rules inject_lora uses).
+    No weights load: a target that matches nothing, a match that is not a linear layer, or a lora_r
+    above a targeted layer's width fails here, in well under a second, naming the layer
+    (lora_lab.lora.find_target_modules and check_rank, the rules inject_lora uses).
     """
-    return find_target_modules(meta_model(model_config or model_config_for(config)), config.target_modules)
+    model = meta_model(model_config or model_config_for(config))
+    names = find_target_modules(model, config.target_modules)
+    check_rank(config.lora_r, [(n, *_features(model.get_submodule(n))) for n in names], key="lora_r")
+    return names
 
 
 def estimate_for(config: FinetuneConfig, run_plan: dict, seq_len: int | None = None, model_config=None):

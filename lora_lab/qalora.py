@@ -22,13 +22,15 @@ merge it; this module runs it on its own INT4 layer and merges it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .lora import LoraConfig, LoRALinear, _check_lora_args, inject_lora, lora_layers
+from .lora import LoraConfig, LoRALinear, inject_lora, lora_layers
+from .lora_config import check_lora_args
 
 LEVELS = 15  # 4-bit codes 0..15
 GROUP_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # storage of the scales and zero points
@@ -133,7 +135,7 @@ class QALoRALinear(LoRALinear):
     def __init__(self, base_layer: nn.Module, r: int, lora_alpha: float, lora_dropout: float = 0.0,
                  init_lora_weights: bool | str = "gaussian", use_rslora: bool = False, fan_in_fan_out: bool = False,
                  qalora_group_size: int = 32, dtype: torch.dtype = torch.float16):
-        _check_lora_args(r, lora_alpha, lora_dropout, init_lora_weights)
+        check_lora_args(r, lora_alpha, lora_dropout, init_lora_weights)
         if isinstance(base_layer, nn.Linear):
             base_layer = Int4Linear.from_linear(base_layer, qalora_group_size, dtype)
         if not isinstance(base_layer, Int4Linear):
@@ -197,8 +199,13 @@ class QALoRALinear(LoRALinear):
 
 def get_qalora_model(model: nn.Module, lora_config: LoraConfig, qalora_group_size: int = 32,
                      dtype: torch.dtype = torch.float16) -> nn.Module:
-    """Quantize every target layer to group-wise INT4 and put a QALoRALinear on it, in place; returns the model."""
+    """Quantize every target layer to group-wise INT4 and put a QALoRALinear on it, in place; returns the model.
+
+    The same as inject_lora(model, LoraConfig(..., use_qalora=True, qalora_group_size=...)), with the
+    scales and zero points stored in `dtype`.
+    """
     if lora_layers(model):
         raise ValueError("the model already has LoRA layers: start from a fresh model")
+    config = dataclasses.replace(lora_config, use_qalora=True, qalora_group_size=qalora_group_size)
     layer_cls = functools.partial(QALoRALinear, qalora_group_size=qalora_group_size, dtype=dtype)
-    return inject_lora(model, lora_config, layer_cls=layer_cls)
+    return inject_lora(model, config, layer_cls=layer_cls)

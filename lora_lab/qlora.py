@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .lora import LoraConfig, LoRALinear, inject_lora, lora_layers, merge_lora
+from . import base4bit
+from .lora import LoraConfig, LoRALinear, inject_lora, lora_layers
+from .merge import merge_lora
 from .nf4 import NF4Tensor, dequantize_nf4, quantize_4bit
 
 COMPUTE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -202,15 +204,38 @@ def get_qlora_model(model: nn.Module, lora_config: LoraConfig | None = None, qua
 
 
 def merge_and_dequantize(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
-    """Replace every QLoRALinear by the plain nn.Linear of its dequantized_merge(), in place."""
+    """Replace every QLoRALinear by the plain nn.Linear of its dequantized_merge(), in place.
+
+    dtype: the merged layers' dtype (default: each base's original one); given, the rest of the
+    model's float weights are cast to it as well (4-bit layers left aside), so the model runs in one
+    dtype. Once no 4-bit layer is left, its quantization_config is dropped (base4bit.forget_quantization).
+    """
     layers = [(name, layer) for name, layer in lora_layers(model) if isinstance(layer, QLoRALinear)]
     if not layers:
         if lora_layers(model):  # LoRA over another 4-bit base, e.g. bitsandbytes' Linear4bit: the same exact merge
-            return merge_lora(model, unload=True, dequantize=True)
-        raise ValueError(f"{type(model).__name__} has no LoRA layers to merge; call get_qlora_model or inject_lora first")
+            merge_lora(model, unload=True, dequantize=True)
+        else:
+            raise ValueError(f"{type(model).__name__} has no LoRA layers to merge; call get_qlora_model or inject_lora first")
     for name, layer in layers:
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent), child, layer.dequantized_merge(dtype))
-    if hasattr(model, "lora_config"):
-        del model.lora_config
+    for attr in ("lora_config", "lora_base_fingerprint"):
+        if hasattr(model, attr):
+            delattr(model, attr)
+    if dtype is not None:
+        _cast_floats(model, dtype)
+    base4bit.forget_quantization(model)
     return model
+
+
+def _cast_floats(model: nn.Module, dtype: torch.dtype) -> None:
+    # model.to(dtype) would also cast the block scales of layers still in 4 bits, which loses them
+    for module in model.modules():
+        if base4bit.is_4bit(module):
+            continue
+        for tensors in (module._parameters, module._buffers):
+            for key, t in tensors.items():
+                if t is not None and t.is_floating_point() and t.dtype != dtype:
+                    t.data = t.data.to(dtype)
+    if getattr(model, "config", None) is not None and hasattr(model.config, "dtype"):
+        model.config.dtype = dtype

@@ -30,6 +30,21 @@ def prepare_tokenizer(tokenizer, model=None):
     return tokenizer
 
 
+def _tokenize(tokenizer, texts: list[str], completion_only_loss: bool) -> tuple[list[list[int]], list[int]]:
+    """(token ids of each whole row, how many of them are the prompt's: 0 when the loss covers every token)."""
+    ids, heads = [], []
+    for text in texts:
+        row = tokenizer(text, add_special_tokens=False).input_ids
+        n = 0
+        if completion_only_loss:
+            head = tokenizer(format_llama2(parse_llama2(text)[0]), add_special_tokens=False).input_ids
+            while n < min(len(head), len(row)) and head[n] == row[n]:  # the prompt's tokens: where row and prompt agree
+                n += 1
+        ids.append(row)
+        heads.append(n)
+    return ids, heads
+
+
 def sft_dataset(tokenizer, texts: list[str], max_length: int, completion_only_loss: bool = True):
     """Rows tokenized as lora_lab.evaluate tokenizes prompts, with labels; SFTTrainer trains on them as they are.
 
@@ -39,19 +54,42 @@ def sft_dataset(tokenizer, texts: list[str], max_length: int, completion_only_lo
     """
     from datasets import Dataset
 
-    ids, labels = [], []
-    for text in texts:
-        row = tokenizer(text, add_special_tokens=False).input_ids[:max_length]
-        label = list(row)
-        if completion_only_loss:
-            head = tokenizer(format_llama2(parse_llama2(text)[0]), add_special_tokens=False).input_ids
-            n = 0  # the prompt's tokens: where the row and the prompt alone agree
-            while n < min(len(head), len(row)) and head[n] == row[n]:
-                n += 1
-            label[:n] = [-100] * n
-        ids.append(row)
-        labels.append(label)
+    ids, heads = _tokenize(tokenizer, texts, completion_only_loss)
+    ids = [row[:max_length] for row in ids]
+    labels = [[-100] * min(n, len(row)) + row[n:] for row, n in zip(ids, heads)]
     return Dataset.from_dict({"text": list(texts), "input_ids": ids, "labels": labels})
+
+
+def fit_to_max_length(tokenizer, texts: list[str], max_length: int, completion_only_loss: bool = True):
+    """(sft_dataset of the rows that keep a token to learn within max_length, what the cut did), before any model loads.
+
+    A row whose prompt alone fills max_length has no target token left: its loss is 0/0 (nan), and a
+    run of such rows trains on nothing. Those rows are dropped and counted. The report dict holds
+    rows, dropped, cut (rows that keep part of their answer), fits_all (the max_length at which no
+    row is cut) and shortest_prompt (tokens). Raises ConfigError when no row keeps a target token.
+    """
+    from .config import ConfigError
+
+    ids, heads = _tokenize(tokenizer, texts, completion_only_loss)
+    first = [max(n, 1) for n in heads]  # the first token is never a target (nothing before it predicts it)
+    keep = [i for i, (row, n) in enumerate(zip(ids, first)) if min(len(row), max_length) > n]
+    report = {"rows": len(texts), "dropped": len(texts) - len(keep), "fits_all": max(map(len, ids)),
+              "cut": sum(1 for i in keep if len(ids[i]) > max_length), "shortest_prompt": min(first)}
+    if not keep:
+        raise ConfigError(f"max_length={max_length} is not accepted for this data: it leaves no answer token in any of "
+                          f"the {len(texts)} training rows (the shortest prompt alone is {min(first)} tokens). Use "
+                          f"max_length >= {min(first) + 1} to train on some rows, {report['fits_all']} to cut none")
+    return sft_dataset(tokenizer, [texts[i] for i in keep], max_length, completion_only_loss), report
+
+
+def describe_fit(report: dict, max_length: int) -> str | None:
+    """One line on what max_length cuts, or None when every row fits whole."""
+    if not report["dropped"] and not report["cut"]:
+        return None
+    share = report["dropped"] / report["rows"]
+    return (f"max_length={max_length}: {report['dropped']:,} of {report['rows']:,} training rows ({share:.0%}) keep no "
+            f"answer token and are dropped; {report['cut']:,} more are cut short. At max_length="
+            f"{report['fits_all']} every row fits whole")
 
 
 def eval_rows_for(config: FinetuneConfig):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -20,9 +21,11 @@ IGNORE_INDEX = -100  # label value that cross-entropy skips
 def tokenize_rows(tokenizer, texts: list[str], max_length: int = 128, answer_only: bool = True) -> list[dict]:
     """Token ids and labels per row; with `answer_only`, the prompt's labels are IGNORE_INDEX.
 
-    Rows already start with `<s>`, so the tokenizer must not add another one (a double BOS).
+    Rows already start with `<s>`, so the tokenizer must not add another one (a double BOS). A row
+    that max_length leaves without a target token (its loss would be 0/0, nan) is dropped with a
+    warning that counts them; ValueError if no row keeps one.
     """
-    rows = []
+    rows, dropped = [], 0
     for text in texts:
         ids = tokenizer(text, add_special_tokens=False).input_ids[:max_length]
         labels = list(ids)
@@ -32,7 +35,16 @@ def tokenize_rows(tokenizer, texts: list[str], max_length: int = 128, answer_onl
             if ids[:len(head)] != head[:len(ids)]:  # the prompt must tokenize the same on its own
                 raise ValueError(f"row {text[:60]!r}: prompt tokens differ inside the full row")
             labels[:len(head)] = [IGNORE_INDEX] * min(len(head), len(labels))
+        if all(label == IGNORE_INDEX for label in labels[1:]):  # the first token is never predicted
+            dropped += 1
+            continue
         rows.append({"input_ids": ids, "labels": labels})
+    if not rows:
+        raise ValueError(f"max_length={max_length} leaves no answer token in any of the {len(texts)} rows: each prompt "
+                         "alone fills it. Raise max_length")
+    if dropped:
+        warnings.warn(f"max_length={max_length} leaves no answer token in {dropped} of {len(texts)} rows; they are "
+                      "dropped", stacklevel=2)
     return rows
 
 

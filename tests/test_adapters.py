@@ -153,9 +153,11 @@ def test_corrupt_config(saved):
     (dict(target_modules=["q_proj"]), "in the file with no such module"),
     (dict(target_modules=["q_proj", "k_proj", "v_proj"]), "LoRA weights missing from the file"),
     (dict(target_modules=["wq"]), r"target_modules=\['wq'\] matched no module .* q_proj"),
-    (dict(use_dora=True), "sets use_dora=True; lora_lab loads plain LoRA"),
+    (dict(use_dora=True), r"4 LoRA weights missing from the file \(e.g. \['model.layers.0.self_attn.q_proj.lora_mag"),
     (dict(peft_type="IA3"), "peft_type='IA3'"),
-    (dict(init_lora_weights="pissa"), "init_lora_weights='pissa'"),
+    (dict(init_lora_weights="olora"), "init_lora_weights='olora'; lora_lab loads True, False, 'gaussian', 'pissa'"),
+    (dict(rank_pattern={"q_proj": 2}), r"sets rank_pattern=\{'q_proj': 2\}; lora_lab does not build that PEFT feature"),
+    (dict(lora_alpah=16), "has the key 'lora_alpah', which no LoRA setting is called; did you mean 'lora_alpha'"),
     (dict(r=0), "r=0 is not accepted"),
 ])
 def test_config_that_does_not_fit_the_file_or_model(saved, changes, words):

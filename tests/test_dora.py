@@ -124,8 +124,14 @@ def test_saved_adapters_load_both_ways(pair, base, tmp_path):
         ours_loads = load_dora_adapter(copy.deepcopy(base), tmp_path / "theirs")
         assert torch.allclose(ours_loads(IDS).logits, theirs(IDS).logits, atol=1e-4)
     assert not any(p.requires_grad for p in ours_loads.parameters())  # PEFT's default: loaded for inference
-    with pytest.raises(ValueError, match="use_dora"):
-        lora_lab.load_adapter(copy.deepcopy(base), tmp_path / "theirs")  # the plain LoRA loader refuses DoRA
+    with torch.no_grad():  # the one front door: save_adapter / load_adapter read use_dora from the config
+        lora_lab.save_adapter(ours, tmp_path / "front")
+        assert json.loads((tmp_path / "front" / "adapter_config.json").read_text())["use_dora"] is True
+        again = lora_lab.load_adapter(copy.deepcopy(base), tmp_path / "theirs")
+        assert isinstance(lora_layers(again)[0][1], DoRALinear)
+        assert torch.allclose(again(IDS).logits, theirs(IDS).logits, atol=1e-4)
+        front = peft.PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "front")
+        assert torch.allclose(front(IDS).logits, want, atol=1e-4)
 
 
 def test_bad_inputs(base, tmp_path):

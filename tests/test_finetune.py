@@ -116,6 +116,24 @@ def test_the_kits_4bit_reload_merges_as_notebook_05_teaches(run):
         assert (requant(**ids).logits - want).abs().max() > 1e-3  # really rounded: the drift notebook 05 measures
 
 
+def test_the_readmes_way_to_serve_a_run_saves_and_reloads_plain_weights(run, tmp_path):
+    # before: the merged model kept config.quantization_config, so its reload died in bitsandbytes (transformers#34847)
+    from transformers import AutoModelForCausalLM
+
+    out, _ = run
+    model, tok = load_trained(out, loader="lora_lab")
+    ids = tok(["<s>[INST] Which number is larger: 47 or 82? [/INST]"], add_special_tokens=False, return_tensors="pt")
+    with torch.no_grad():
+        want = model(**ids).logits
+    merged = merge_lora(model, unload=True, dequantize=True)
+    merged.save_pretrained(tmp_path)
+    assert "quantization_config" not in json.loads((tmp_path / "config.json").read_text())
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert describe_quantization(reloaded)["quantized_layers"] == 0
+    with torch.no_grad():
+        assert (reloaded(**ids).logits - want).abs().max() < 1e-4
+
+
 def test_lora_weights_train_in_fp32(run):
     # TRL casts a 4-bit model's adapters to bf16; the kit casts them back
     _, result = run

@@ -84,7 +84,7 @@ def test_bad_inputs(base, weights):
     with pytest.raises(ValueError, match="num_iter=0 is not accepted"):
         loftq_init(weights[0], 4, num_iter=0)
     quantized = lora_lab.quantize_model(copy.deepcopy(base))
-    with pytest.raises(TypeError, match="base_layer=NF4Linear is not accepted; LoftQ needs the full-precision"):
+    with pytest.raises(TypeError, match="target 'model.layers.0.self_attn.q_proj'=NF4Linear is not accepted; LoftQ quantizes the full-precision"):
         get_loftq_model(quantized, LoraConfig(r=4, lora_alpha=8))
     with pytest.raises(ValueError, match=r"r=200 is not accepted"):
         get_loftq_model(copy.deepcopy(base), LoraConfig(r=200, lora_alpha=8))

@@ -76,7 +76,15 @@ def pair(arch: str, targets, **kw):
     (dict(lora_dropout=1.0), ValueError, ["lora_dropout=1.0", "[0, 1)"]),
     (dict(lora_dropout=-0.1), ValueError, ["lora_dropout=-0.1"]),
     (dict(init_lora_weights="xavier"), ValueError, ["init_lora_weights='xavier'", "gaussian", "kaiming"]),
-    (dict(init_lora_weights="pissa"), ValueError, ["init_lora_weights='pissa'"]),
+    (dict(init_lora_weights="olora"), ValueError, ["init_lora_weights='olora'", "pissa", "loftq"]),
+    (dict(use_dora=True, init_lora_weights="pissa"), ValueError, ["use_dora=True with init_lora_weights='pissa'"]),
+    (dict(use_dora=True, use_qalora=True), ValueError, ["one variant at a time"]),
+    (dict(use_dora="yes"), TypeError, ["use_dora='yes'", "True or False"]),
+    (dict(init_lora_weights="loftq"), ValueError, ["needs loftq_config", "'loftq_bits': 4"]),
+    (dict(init_lora_weights="loftq", loftq_config={"loftq_bits": 8, "loftq_iter": 1}), ValueError, ["loftq_bits=4"]),
+    (dict(loftq_config={"loftq_bits": 4}), ValueError, ["only read with init_lora_weights='loftq'"]),
+    (dict(use_qalora=True, qalora_group_size=0), ValueError, ["qalora_group_size=0"]),
+    (dict(init_lora_weights="pissa", fan_in_fan_out=True), ValueError, ["fan_in_fan_out=True", "pissa"]),
     (dict(bias="some"), ValueError, ["bias='some'", "lora_only"]),
     (dict(target_modules=[]), TypeError, ["target_modules=[]", "all-linear"]),
     (dict(target_modules=3), TypeError, ["target_modules=3"]),
@@ -145,9 +153,11 @@ def test_all_linear_selects_the_same_layers_for_inject_lora_the_estimate_and_pef
             estimate_memory(model, lora={"r": 2, "target_modules": ["q_proj", "v_porj"]})
 
 
-def test_targeting_a_non_linear_module_is_a_type_error():
-    with pytest.raises(TypeError, match="'model.layers.0.self_attn', a LlamaAttention"):
+def test_targeting_a_non_linear_module_is_refused_as_peft_refuses_it():
+    with pytest.raises(ValueError, match="'model.layers.0.self_attn', a LlamaAttention"):
         inject_lora(tiny("llama"), LoraConfig(target_modules=["self_attn"]))
+    with pytest.raises(ValueError, match="is not supported"):  # PEFT 0.21: the same target, refused
+        peft.get_peft_model(tiny("llama"), peft.LoraConfig(target_modules=".*self_attn.*"))
 
 
 def test_injecting_twice_is_refused_then_allowed_after_unload():

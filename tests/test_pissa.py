@@ -113,11 +113,25 @@ def test_conversion_to_plain_lora_matches_peft_and_loads_on_the_original_base(pa
         assert (naive(IDS).logits - trained).abs().max() > 1.0
 
 
-def test_an_unconverted_pissa_adapter_is_refused_by_the_plain_loader(pair, base, tmp_path):
-    _, theirs = pair
-    theirs.save_pretrained(tmp_path / "pissa")
-    with pytest.raises(ValueError, match="init_lora_weights='pissa'"):
-        lora_lab.load_adapter(copy.deepcopy(base), tmp_path / "pissa")
+def test_a_pissa_adapter_saved_as_peft_saves_it_means_the_same_on_the_original_base(pair, base, tmp_path):
+    # PEFT's convention: init_lora_weights "pissa" in the file; the loader redoes W0's SVD, then loads A and B
+    ours, theirs = pair
+    their_params = dict(theirs.named_parameters())
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(3)
+        for n, p in ours.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=g) * 0.02)
+                their_params[peft_name(n)].copy_(p)
+        trained = ours(IDS).logits
+    lora_lab.save_adapter(ours, tmp_path / "ours")
+    theirs.save_pretrained(tmp_path / "theirs")
+    assert json.loads((tmp_path / "ours" / "adapter_config.json").read_text())["init_lora_weights"] == "pissa"
+    with torch.no_grad():
+        for loaded in (lora_lab.load_adapter(copy.deepcopy(base), tmp_path / "ours"),
+                       lora_lab.load_adapter(copy.deepcopy(base), tmp_path / "theirs"),
+                       peft.PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "ours")):
+            assert torch.allclose(loaded(IDS).logits, trained, atol=1e-4)
 
 
 def test_bad_inputs(base):

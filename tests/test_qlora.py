@@ -276,3 +276,20 @@ def test_merge_and_dequantize_also_merges_lora_over_bitsandbytes_exactly():
         assert torch.allclose(merged(x), want, atol=1e-5)
     with pytest.raises(ValueError, match="no LoRA layers"):
         merge_and_dequantize(torch.nn.Sequential(torch.nn.Linear(4, 4)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("targets", [["q_proj", "v_proj"], "all-linear"], ids=["some-4bit-left", "all-merged"])
+def test_merge_and_dequantize_to_a_dtype_gives_a_model_that_runs(dtype, targets):
+    # before: dtype=float16 gave fp16 layers in an fp32 model, and the next forward failed (m1 and m2 dtypes)
+    model = get_qlora_model(tiny_llama(), LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False))
+    ids = torch.randint(0, 128, (2, 7), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = model(ids).logits
+        merged = merge_and_dequantize(model, dtype=dtype)
+        got = merged(ids).logits
+    assert got.dtype == dtype and merged.model.embed_tokens.weight.dtype == dtype
+    assert all(m.weight.dtype == dtype for m in merged.modules() if type(m) is nn.Linear)
+    assert any(isinstance(m, NF4Linear) for m in merged.modules()) == (targets != "all-linear")  # left as they were
+    tolerance = {torch.float32: 1e-4, torch.float16: 0.05, torch.bfloat16: 0.3}[dtype]  # the dtype's own rounding
+    assert (got.float() - want).abs().max() < tolerance

@@ -87,7 +87,7 @@ def test_a_killed_run_resumes_exactly_where_it_stopped(uninterrupted, tmp_path, 
             proc.kill()
             proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL  # killed midway, not finished on its own
-    assert json.loads((out / "run.json").read_text())["status"] == "running"
+    assert json.loads((out / "run.json").read_text())["status"] == "running"  # SIGKILL leaves no chance to record it
     assert not (out / "metrics.json").exists()
     with pytest.raises(ValueError, match="did not finish"):
         load_trained(out)
@@ -136,7 +136,7 @@ def test_an_interrupted_final_save_is_not_a_finished_run(small_data, tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         finetune(config, out=out, **QUIET)
     monkeypatch.undo()
-    assert json.loads((out / "run.json").read_text())["status"] == "running"
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"  # recorded as such, not "running"
     assert not (out / "metrics.json").exists() and (out / "adapter" / "adapter_config.json").exists()
     trained = load_file(out / "adapter" / "adapter_model.safetensors")  # complete: it was renamed into place
     with pytest.raises(ValueError, match="holds a fine-tune that did not finish"):
