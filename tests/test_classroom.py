@@ -124,10 +124,22 @@ def test_grade_refuses_bad_arguments_before_running_anything(tmp_path, capsys):
     assert "never overwritten" in capsys.readouterr().err and (tmp_path / "g.csv").read_text() == "earlier grades"
     with pytest.raises(SystemExit):
         main(["classroom", "grade", str(tmp_path / "subs"), "--out", str(tmp_path / "h.csv"), "--timeout", "-1"])
+    with pytest.raises(SystemExit):
+        main(["classroom", "grade", str(tmp_path / "subs"), "--out", str(tmp_path / "h.csv"), "-j", "0"])
+    assert "'0' is not a whole number of 1 or more" in capsys.readouterr().err
     assert main(["classroom", "grade", str(tmp_path / "subs"), "--out", str(tmp_path / "no" / "h.csv")]) == 2
     assert "--out: the folder" in capsys.readouterr().err
     assert main(["classroom", "grade", str(tmp_path / "subs"), "--out", str(tmp_path / "h.csv")]) == 2
     assert "nothing to grade" in capsys.readouterr().err and not (tmp_path / "h.csv").exists()
+
+
+def test_grades_and_release_go_outside_the_working_tree_unless_named(tmp_path):
+    from lora_lab.classroom.release import default_place, unignored_in_git
+
+    assert not grading.default_out().is_relative_to(ROOT) and not default_place("course").is_relative_to(ROOT)
+    assert unignored_in_git(ROOT / "grades.csv") is None and unignored_in_git(ROOT / "submissions" / "a.ipynb") is None
+    assert unignored_in_git(ROOT / "notes" / "marks.csv") == ROOT  # a name the kit's .gitignore does not cover
+    assert unignored_in_git(tmp_path / "grades.csv") is None  # not in a git working tree
 
 
 # ----------------------------------------------------------------------------- grading fabricated submissions

@@ -8,61 +8,30 @@ Bubblewrap (`bwrap`, the sandbox Flatpak uses) starts each kernel with:
   kernel's sandbox ends, the kernel kills every process left in it, whatever it forked or detached;
 - no capabilities, a fresh session (no terminal to inject keys into), and a clean environment.
 
-Memory and the number of processes are limited for the whole sandbox where cgroups can be used (cgroup v1
-hierarchies this user may write, as root usually can; cgroup v2 through `systemd-run --scope`), otherwise
-by rlimits on every process: address space per process, and a process count that, inside its own user
-namespace, counts only the sandbox's processes (for a user other than root). Every process also gets a
-file-size limit and no core dumps. `detect()` says which of these is in force; without bubblewrap the
-grader refuses to run unless told to run unsafely, and then says what that risks.
+Memory and the number of processes are limited for the whole sandbox where cgroups can be used, otherwise by
+rlimits on every process (`limits.py` says how). Every process also gets a file-size limit and no core dumps.
+`detect()` says which of these is in force; without bubblewrap the grader refuses to run unless told to run
+unsafely, and then says what that risks.
 
-Linux only. Follows bubblewrap's own documentation (github.com/containers/bubblewrap) and the kernel's
-cgroup v1 memory/pids interfaces (Documentation/admin-guide/cgroup-v1/).
+Linux only. Follows bubblewrap's own documentation (github.com/containers/bubblewrap, bwrap(1)).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import limits
 
 KIT = "/opt/lora-lab"  # where the kit appears inside the sandbox (lora_lab/ and data/ under it)
 UID = 1000             # the student's user id inside the sandbox
 UNSAFE_RISK = ("each submission then runs as you, with no sandbox: its code can read and change anything your "
                "account can (other students' notebooks, the grades file, the kit that grades the next "
                "submissions, your own files), reach the network, and leave processes running")
-
-# Inside the sandbox, before the kernel starts: limits every process inherits, then exec the command.
-# argv: NPROC AS_BYTES FSIZE_BYTES -- command... ; a limit of 0 is left as it is. The command also gets
-# SIGKILL when its parent dies (prctl PR_SET_PDEATHSIG): inside bubblewrap a second guard, without it the only one.
-_LIMITS = """\
-import ctypes, os, resource, signal, sys
-n, mem, fsize = (int(v) for v in sys.argv[1:4])
-for which, value in ((resource.RLIMIT_NPROC, n), (resource.RLIMIT_AS, mem), (resource.RLIMIT_FSIZE, fsize)):
-    if value:
-        resource.setrlimit(which, (value, value))
-resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-try:
-    ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))
-except (OSError, AttributeError):
-    pass
-os.execv(sys.argv[5], sys.argv[5:])
-"""
-
-# Outside, as the sandbox starts: join the cgroups named before "--" (their cgroup.procs files), then exec.
-_JOIN = """\
-import os, sys
-cut = sys.argv.index("--")
-for procs in sys.argv[1:cut]:
-    with open(procs, "w") as f:
-        f.write(str(os.getpid()))
-os.execvp(sys.argv[cut + 1], sys.argv[cut + 1:])
-"""
-
 
 class SandboxUnavailable(OSError):
     """No sandbox can be made on this system; the message says why and what to do."""
@@ -92,10 +61,10 @@ class Isolation:
             count = (f", at most {processes} processes (a user-namespace count)" if self.nproc_limited and self.bwrap
                      else ", the number of processes is not limited (rlimits cannot cap it for root)"
                      if self.bwrap else "")
-            limits = f"{memory_gib:g} GiB address space per process{count} (rlimits; no cgroup writable here)"
+            held = f"{memory_gib:g} GiB address space per process{count} (rlimits; no cgroup writable here)"
         else:
-            limits = f"{memory_gib:g} GiB and {processes} processes for the whole sandbox ({self.limits})"
-        return f"each submission: {where}; {limits}"
+            held = f"{memory_gib:g} GiB and {processes} processes for the whole sandbox ({self.limits})"
+        return f"each submission: {where}; {held}"
 
 
 def _bwrap_base(options: tuple[str, ...] = ()) -> list[str]:
@@ -157,56 +126,6 @@ def _probe_bwrap(bwrap: str, options: tuple[str, ...]) -> str | None:
     return None if done.returncode == 0 else (done.stderr.strip() or f"exit status {done.returncode}")
 
 
-def _mounts(fstype: str) -> list[tuple[str, set[str]]]:
-    """(mount point, options) of every mount of fstype, from /proc/self/mountinfo."""
-    out = []
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return out
-    for line in lines:
-        left, _, right = line.partition(" - ")
-        fields, rest = left.split(), right.split()
-        if len(fields) > 4 and len(rest) > 2 and rest[0] == fstype:
-            out.append((fields[4], set(rest[2].split(","))))
-    return out
-
-
-def _cgroup_v1_dirs() -> dict[str, Path] | None:
-    """{"memory": dir, "pids": dir}: this process's own cgroup v1 folders, if both exist and are writable."""
-    own = {}
-    try:
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            _, controllers, path = line.split(":", 2)
-            for c in controllers.split(","):
-                own[c] = path
-    except (OSError, ValueError):
-        return None
-    found = {}
-    for point, options in _mounts("cgroup"):
-        for c in ("memory", "pids"):
-            if c in options and c in own:
-                d = Path(point) / own[c].lstrip("/")
-                if d.is_dir() and os.access(d, os.W_OK):
-                    found[c] = d
-    return found if set(found) == {"memory", "pids"} else None
-
-
-def _systemd_run_scope() -> tuple[str, ...]:
-    """The `systemd-run --scope` prefix if it really applies memory and task limits here (probed), else ()."""
-    run = shutil.which("systemd-run")
-    if run is None or not _mounts("cgroup2"):
-        return ()
-    prefix = (run, *(() if os.geteuid() == 0 else ("--user",)), "--scope", "--quiet", "--collect")
-    probe = 'p=$(sed -n "s/^0:://p" /proc/self/cgroup); cat "/sys/fs/cgroup$p/memory.max" "/sys/fs/cgroup$p/pids.max"'
-    try:
-        done = subprocess.run([*prefix, "-p", "MemoryMax=64M", "-p", "TasksMax=16", "--", "sh", "-c", probe],
-                              capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return ()
-    return prefix if done.returncode == 0 and done.stdout.split() == [str(64 * 2**20), "16"] else ()
-
-
 def detect(unsafe: bool = False) -> Isolation:
     """The isolation this system allows. SandboxUnavailable (saying why and what to install) when bubblewrap is
     missing or cannot run, unless unsafe, which gives Isolation("none", ...) for `--unsafe-no-sandbox`."""
@@ -236,66 +155,12 @@ def detect(unsafe: bool = False) -> Isolation:
         version = " ".join(out[:2]) if out else version
     sandbox = version if bwrap else "none"
     options = options if bwrap else ()
-    if sys.platform == "linux" and _cgroup_v1_dirs():
+    if sys.platform == "linux" and limits.cgroup_v1_dirs():
         return Isolation(sandbox, "cgroup v1", bwrap, options)
-    scope = _systemd_run_scope() if sys.platform == "linux" else ()
+    scope = limits.systemd_run_scope() if sys.platform == "linux" else ()
     if scope:
         return Isolation(sandbox, "cgroup v2 (systemd-run)", bwrap, options, scope)
     return Isolation(sandbox, "rlimits", bwrap, options, nproc_limited=bwrap is not None and os.geteuid() != 0)
-
-
-class _CgroupV1:
-    """One sandbox's memory and pids cgroups (v1), under this process's own."""
-
-    def __init__(self, name: str, memory_bytes: int, processes: int):
-        dirs = _cgroup_v1_dirs()
-        if dirs is None:
-            raise SandboxUnavailable("the cgroup v1 memory and pids folders are no longer writable")
-        self.dirs = [dirs["memory"] / name, dirs["pids"] / name]
-        for d in self.dirs:
-            d.mkdir()
-        (self.dirs[0] / "memory.limit_in_bytes").write_text(str(memory_bytes))
-        try:  # memory plus swap, where swap accounting is on: no escape into swap
-            (self.dirs[0] / "memory.memsw.limit_in_bytes").write_text(str(memory_bytes))
-        except OSError:
-            pass
-        (self.dirs[1] / "pids.max").write_text(str(processes))
-
-    def procs_files(self) -> list[str]:
-        return [str(d / "cgroup.procs") for d in self.dirs]
-
-    def pids(self) -> set[int]:
-        found = set()
-        for d in self.dirs:
-            try:
-                found |= {int(p) for p in (d / "cgroup.procs").read_text().split()}
-            except OSError:
-                pass
-        return found
-
-    def kill(self) -> None:
-        """SIGKILL every process in the cgroups until none is left (a fork during the sweep is caught next round)."""
-        for _ in range(200):
-            pids = self.pids()
-            if not pids:
-                return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.01)
-
-    def remove(self) -> None:
-        for d in self.dirs:
-            for _ in range(100):  # a killed process leaves its cgroup a moment after it dies
-                try:
-                    d.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.02)
 
 
 class Sandbox:
@@ -322,7 +187,7 @@ class Sandbox:
         group = self.folder.parent / f"{self.folder.name}.group"
         group.write_text(f"student:x:{UID}:\nnobody:x:65534:\n")
         self._etc = (passwd, group)
-        self._cgroup = _CgroupV1(name, self.memory, self.processes) if isolation.limits == "cgroup v1" else None
+        self._cgroup = limits.CgroupV1(name, self.memory, self.processes) if isolation.limits == "cgroup v1" else None
 
     def trusted(self) -> list[str]:
         """Folders whose code the submission cannot change: the kit and the Python environment."""
@@ -343,7 +208,7 @@ class Sandbox:
     def wrap(self, argv: list[str]) -> list[str]:
         """The command that runs argv in this sandbox, the limits applied to every process it starts."""
         nproc = self.processes if self.isolation.limits == "rlimits" and self.isolation.nproc_limited else 0
-        limited = [sys.executable, "-I", "-S", "-c", _LIMITS, str(nproc), str(self.memory), str(self.file_size),
+        limited = [sys.executable, "-I", "-S", "-c", limits.LIMITS, str(nproc), str(self.memory), str(self.file_size),
                    "--", *argv]
         if self.isolation.bwrap:
             mounts = []
@@ -360,7 +225,7 @@ class Sandbox:
         else:
             cmd = ["/usr/bin/env", "-i", *[f"{k}={v}" for k, v in self.env().items()], *limited]
         if self._cgroup is not None:
-            cmd = [sys.executable, "-I", "-S", "-c", _JOIN, *self._cgroup.procs_files(), "--", *cmd]
+            cmd = [sys.executable, "-I", "-S", "-c", limits.JOIN, *self._cgroup.procs_files(), "--", *cmd]
         elif self.isolation.systemd_run:
             cmd = [*self.isolation.systemd_run, "-p", f"MemoryMax={self.memory}", "-p", "MemorySwapMax=0",
                    "-p", f"TasksMax={self.processes}", "--", *cmd]
