@@ -190,8 +190,15 @@ def classroom(args) -> int:
     if ram and args.jobs * args.memory_gib > ram:
         print(f"warning: -j {args.jobs} × --memory-gib {args.memory_gib:g} is more than this machine's {ram:.0f} GiB: "
               "submissions that use their share may be killed", file=sys.stderr)
-    grade(folder, out, notebook=args.notebook, limits=limits, plot=Path(args.plot) if args.plot else None,
-          jobs=args.jobs, unsafe=args.unsafe_no_sandbox)
+    import signal
+
+    # a plain `kill` ends grading as Ctrl-C does: the sandboxes are ended and removed, the CSV keeps what was graded
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        grade(folder, out, notebook=args.notebook, limits=limits, plot=Path(args.plot) if args.plot else None,
+              jobs=args.jobs, unsafe=args.unsafe_no_sandbox)
+    finally:
+        signal.signal(signal.SIGTERM, before)
     return 0
 
 

@@ -88,7 +88,7 @@ def test_nothing_outlives_the_sandbox_when_its_parent_is_killed(box, tmp_path):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if os.fork() == 0:
             os.setsid()
-            subprocess.Popen(["sleep", "600", "{marker}"], start_new_session=True)
+            subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "{marker}"], start_new_session=True)
             open("started", "w").close()
             time.sleep(600)
         time.sleep(600)
@@ -99,7 +99,7 @@ def test_nothing_outlives_the_sandbox_when_its_parent_is_killed(box, tmp_path):
     while not (box.home / "started").exists() and time.time() < deadline:
         time.sleep(0.1)
     assert (box.home / "started").exists(), "the daemon did not start"
-    assert len(processes(marker)) >= 3
+    assert len(processes(marker)) >= 4  # the daemon, its child, the sleeper and the first process
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait()
     deadline = time.time() + 10
@@ -200,3 +200,39 @@ def test_tamper_checks_name_what_the_notebook_replaced(tmp_path, monkeypatch):
     assert "an import hook in sys.meta_path (Hook)" in found, found
     assert "a thread still running the notebook's spin()" in found, found
     assert inkernel.kit_replaced(trust) == ["lora_lab.tasks.format_llama2"]
+
+
+def test_a_notebook_over_its_time_limit_ends_with_everything_it_started():
+    """A kernel that ignores interrupts, in a call that never returns, with a detached child: at the notebook's
+    time limit the grader ends it all at once (the issue: such a kernel ran on ~50 s past its limit)."""
+    import nbformat
+
+    from lora_lab.classroom.grade import Limits
+    from lora_lab.classroom.runner import GradingRun
+
+    isolation = need_sandbox()
+    marker = f"lora-lab-stuck-{uuid.uuid4().hex}"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import signal, subprocess, sys, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', '{marker}'], start_new_session=True)\n"
+        "time.sleep(600)\n")])
+    seen, stop = [], threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            seen.extend(processes(marker))
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    run = GradingRun(isolation)
+    try:
+        _, timed_out, seconds = run.run(nbformat.writes(nb), [{"id": "00.1", "answer": "compute_dtype_for"}],
+                                        Limits(timeout_s=10, cell_timeout_s=60, memory_gib=2))
+    finally:
+        stop.set()
+        watcher.join()
+        run.close()
+    assert seen, "the detached child never started"
+    assert timed_out and seconds < 15, seconds
+    assert processes(marker) == [] and not run.scratch.exists()

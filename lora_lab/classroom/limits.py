@@ -156,3 +156,16 @@ class CgroupV1:
                     break
                 except OSError:
                     time.sleep(0.02)
+
+
+def sweep_stale() -> None:
+    """Remove the empty cgroups of grading runs whose grader is gone (killed outright, it could not clean up)."""
+    dirs = cgroup_v1_dirs()
+    for parent in (dirs or {}).values():
+        for d in parent.glob("lora-lab-*-*"):
+            pid = d.name.split("-")[2]
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                try:
+                    d.rmdir()  # fails, and is left, while a process is still in it
+                except OSError:
+                    pass

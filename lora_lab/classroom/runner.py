@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import sandbox
+from . import limits, sandbox
 
 
 class KitChanged(OSError):
@@ -36,6 +36,8 @@ class GradingRun:
 
     def __init__(self, isolation: sandbox.Isolation):
         self.isolation = isolation
+        if isolation.limits == "cgroup v1":
+            limits.sweep_stale()
         self.scratch = Path(tempfile.mkdtemp(prefix="lora-lab-grade-"))
         self.kit = self.scratch / "kit"
         self.hashes = self._copy_kit()
@@ -91,7 +93,8 @@ class GradingRun:
                        JUPYTER_PLATFORM_DIRS="1", PYTHONDONTWRITEBYTECODE="1")
             start = time.perf_counter()
             with open(own / "worker.log", "w") as log:
-                proc = subprocess.Popen([sys.executable, "-m", "lora_lab.classroom.worker", str(own / "spec.json")],
+                proc = subprocess.Popen([sys.executable, "-m", "lora_lab.classroom.worker", str(own / "spec.json"),
+                                         str(os.getpid())],
                                         cwd=own, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=log, start_new_session=True)
             with self._lock:

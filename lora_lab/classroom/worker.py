@@ -1,4 +1,4 @@
-"""Run one submitted notebook in its sandbox and read its grades: `python -m lora_lab.classroom.worker SPEC.json`.
+"""Run one submitted notebook in its sandbox and read its grades: `python -m lora_lab.classroom.worker SPEC.json PID`.
 
 `grade.py` starts this process outside the sandbox, one per submission. It runs the Jupyter client
 (nbclient); the kernel it starts is the sandboxed command SPEC names (`sandbox.Sandbox.wrap`), so the
@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -138,7 +139,21 @@ def run(spec_path: Path, events) -> None:
     emit(kind="done", seconds=round(time.perf_counter() - start, 1))
 
 
+def _die_with(parent: int) -> None:
+    """SIGKILL this process when the grader that started it dies (prctl PR_SET_PDEATHSIG): the sandbox, which dies
+    with this process, never outlives a grader killed outright."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the grader died before the line above
+        os._exit(1)
+
+
 def main() -> None:
+    _die_with(int(sys.argv[2]))
     # this process's standard output is the channel to the grader: keep it for the events only
     events = os.fdopen(os.dup(1), "w", encoding="utf-8")
     devnull = os.open(os.devnull, os.O_WRONLY)
