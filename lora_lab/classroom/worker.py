@@ -26,6 +26,8 @@ from pathlib import Path
 
 from .inkernel import MIME
 
+STATUSES = ("correct", "wrong", "not done", "missing", "not graded")  # what inkernel.grade writes
+
 GRADING_CELL = '''\
 # lora-lab grader: exercise {exercise_id} (added at grading time; not part of the submission)
 def __lora_lab_grade():
@@ -52,7 +54,8 @@ def verdict_of(exercise_id: str, outputs: list, nonce: str) -> tuple[dict | None
              and MIME in o.get("data", {})]
     if not shown:
         return None, "the grading cell showed no verdict"
-    ours = [v for v in shown if isinstance(v, dict) and v.get("nonce") == nonce and v.get("exercise") == exercise_id]
+    ours = [v for v in shown if isinstance(v, dict) and v.get("nonce") == nonce and v.get("exercise") == exercise_id
+            and v.get("status") in STATUSES]
     if len(shown) > 1:
         why = (f"the grading cell showed {len(shown)} verdicts, so code from the notebook forged at least one; "
                "none is kept")
