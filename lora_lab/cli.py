@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import difflib
 import json
+import os
 import sys
 import typing
 
@@ -129,18 +130,26 @@ def _positive(s: str) -> float:
     return value
 
 
+def _count(s: str) -> int:
+    if not s.isdigit() or int(s) < 1:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a whole number of 1 or more")
+    return int(s)
+
+
 def _add_classroom(sub) -> None:
     room = sub.add_parser("classroom", help="hand out the exercises without solutions, and grade them",
                           description="For instructors: a student release, and a grader for submitted notebooks.")
     what = room.add_subparsers(dest="classroom", required=True)
     rel = what.add_parser("release", help="write a student copy of the kit: no solutions, exercise outputs cleared")
-    rel.add_argument("out", metavar="OUT", help="new (or empty) folder for the student copy")
+    rel.add_argument("out", metavar="OUT", nargs="?", help="new (or empty) folder for the student copy (default: "
+                                                          "lora-lab-course beside the clone, outside its working tree)")
     rel.add_argument("--repository", metavar="OWNER/NAME", help="GitHub repository you will push the release to: "
                                                                 "the Colab badges and install cell then fetch it")
     gr = what.add_parser("grade", help="run each submitted notebook in isolation and grade its exercises")
     gr.add_argument("submissions", metavar="SUBMISSIONS", help="folder of submitted .ipynb files (or one sub-folder "
                                                                "per student)")
-    gr.add_argument("--out", required=True, metavar="CSV", help="new CSV file for the grades (never overwritten)")
+    gr.add_argument("--out", metavar="CSV", help="new CSV file for the grades, never overwritten (default: "
+                                                 "lora-lab-grades/grades-DATE-TIME.csv beside the clone)")
     gr.add_argument("--notebook", metavar="NN", help="the notebook every submission should be, e.g. 02")
     gr.add_argument("--timeout", type=_positive, default=600.0, metavar="S", help="seconds a notebook may run (600)")
     gr.add_argument("--cell-timeout", type=_positive, default=120.0, metavar="S",
@@ -149,6 +158,10 @@ def _add_classroom(sub) -> None:
                     help="address space a notebook may map, in GiB (6)")
     gr.add_argument("--language", choices=("en", "vi"), default="en", help="language of the checks' messages")
     gr.add_argument("--plot", metavar="PNG", help="where to draw the summary (default: next to --out, .png)")
+    gr.add_argument("-j", "--jobs", type=_count, default=1, metavar="N",
+                    help="grade N submissions at a time (1); each may use --memory-gib")
+    gr.add_argument("--unsafe-no-sandbox", action="store_true",
+                    help="where no sandbox can be made, run each submission as you: only for submissions you trust")
 
 
 def classroom(args) -> int:
@@ -156,10 +169,14 @@ def classroom(args) -> int:
     from pathlib import Path
 
     if args.classroom == "release":
-        from .classroom.release import release
+        from .classroom.release import release, unignored_in_git
 
-        out = release(Path(args.out), repository=args.repository)
+        out = release(Path(args.out) if args.out else None, repository=args.repository)
         print(f"student copy written to {out}: hand it out as it is (see the README's section for instructors)")
+        tree = unignored_in_git(out)
+        if tree is not None:
+            print(f"note: {out} is inside the git working tree {tree}, which does not ignore it: `git add` there would "
+                  "commit the whole student copy; move it out, or list it in .git/info/exclude", file=sys.stderr)
         if args.repository is None:
             print("note: its Colab badges and install cell fetch the public kit, which holds the solutions; push the "
                   "release to a public repository of your own and pass --repository owner/name to avoid that",
@@ -167,17 +184,29 @@ def classroom(args) -> int:
         return 0
     from .classroom.grade import Limits, exercises_by_notebook, grade
 
-    folder, out = Path(args.submissions), Path(args.out)
+    folder, out = Path(args.submissions), Path(args.out) if args.out else None
     if not folder.is_dir():
         raise ValueError(f"SUBMISSIONS={args.submissions!r} is not a folder")
     numbers = sorted(exercises_by_notebook())
     if args.notebook is not None and args.notebook not in numbers:
         raise ValueError(f"--notebook={args.notebook!r}: choose one of the notebooks with exercises: {', '.join(numbers)}")
-    if out.suffix.lower() != ".csv":
+    if out is not None and out.suffix.lower() != ".csv":
         raise ValueError(f"--out={args.out!r}: give a .csv file name")
     limits = Limits(timeout_s=args.timeout, cell_timeout_s=args.cell_timeout, memory_gib=args.memory_gib,
                     language=args.language)
-    grade(folder, out, notebook=args.notebook, limits=limits, plot=Path(args.plot) if args.plot else None)
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else None
+    if ram and args.jobs * args.memory_gib > ram:
+        print(f"warning: -j {args.jobs} × --memory-gib {args.memory_gib:g} is more than this machine's {ram:.0f} GiB: "
+              "submissions that use their share may be killed", file=sys.stderr)
+    import signal
+
+    # a plain `kill` ends grading as Ctrl-C does: the sandboxes are ended and removed, the CSV keeps what was graded
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        grade(folder, out, notebook=args.notebook, limits=limits, plot=Path(args.plot) if args.plot else None,
+              jobs=args.jobs, unsafe=args.unsafe_no_sandbox)
+    finally:
+        signal.signal(signal.SIGTERM, before)
     return 0
 
 

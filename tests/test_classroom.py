@@ -1,18 +1,29 @@
-"""The classroom tools: a student release with no way to the answers, and a grader that cannot be fooled easily.
+"""The classroom tools: a student release with no way to the answers, and a grader one student cannot use
+against another.
 
-The grading test builds a release, fills notebook 00 the ways students do (right, untouched, wrong then right,
-a syntax error, an endless loop, a check redefined and its stored output edited, another notebook, a kernel
-that dies, the kit patched in memory) and compares the whole CSV with what it must say.
+The grading test builds a release, fills notebook 00 the ways students do (untouched, wrong then right, a
+syntax error, an endless loop, a check redefined and its stored output edited, another notebook, a kernel that
+dies, the kit patched in memory) and the ways a dishonest one might (tests/hostile_submissions.py: attacks on
+the other students, the grader and the instructor's files; forged verdicts), next to an honest submission graded
+last, two at a time. It compares the whole CSV with what it must say, and checks that no file outside the
+sandboxes changed, no process of the run survived, nothing reached the network and the report is not forged.
 """
 
 import csv
+import hashlib
 import json
+import os
 import re
+import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
+from hostile_submissions import FORGE, OSCAR, attack_cell
+from sandbox_checks import Listener, need_sandbox, processes
 
 from lora_lab.classroom import grade as grading
+from lora_lab.classroom import sandbox
 from lora_lab.classroom.release import release
 from lora_lab.cli import main
 
@@ -113,10 +124,22 @@ def test_grade_refuses_bad_arguments_before_running_anything(tmp_path, capsys):
     assert "never overwritten" in capsys.readouterr().err and (tmp_path / "g.csv").read_text() == "earlier grades"
     with pytest.raises(SystemExit):
         main(["classroom", "grade", str(tmp_path / "subs"), "--out", str(tmp_path / "h.csv"), "--timeout", "-1"])
+    with pytest.raises(SystemExit):
+        main(["classroom", "grade", str(tmp_path / "subs"), "--out", str(tmp_path / "h.csv"), "-j", "0"])
+    assert "'0' is not a whole number of 1 or more" in capsys.readouterr().err
     assert main(["classroom", "grade", str(tmp_path / "subs"), "--out", str(tmp_path / "no" / "h.csv")]) == 2
     assert "--out: the folder" in capsys.readouterr().err
     assert main(["classroom", "grade", str(tmp_path / "subs"), "--out", str(tmp_path / "h.csv")]) == 2
     assert "nothing to grade" in capsys.readouterr().err and not (tmp_path / "h.csv").exists()
+
+
+def test_grades_and_release_go_outside_the_working_tree_unless_named(tmp_path):
+    from lora_lab.classroom.release import default_place, unignored_in_git
+
+    assert not grading.default_out().is_relative_to(ROOT) and not default_place("course").is_relative_to(ROOT)
+    assert unignored_in_git(ROOT / "grades.csv") is None and unignored_in_git(ROOT / "submissions" / "a.ipynb") is None
+    assert unignored_in_git(ROOT / "notes" / "marks.csv") == ROOT  # a name the kit's .gitignore does not cover
+    assert unignored_in_git(tmp_path / "grades.csv") is None  # not in a git working tree
 
 
 # ----------------------------------------------------------------------------- grading fabricated submissions
@@ -148,10 +171,22 @@ def _edit(nb: dict, name: str, fn) -> None:
     raise AssertionError(name)
 
 
-@pytest.fixture(scope="module")
-def graded(student_copy, tmp_path_factory):
-    nb00 = (student_copy / "notebooks" / "00_start_here.ipynb").read_text()
-    subs = tmp_path_factory.mktemp("submissions")
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+HOSTILE_NAME = '=HYPERLINK("evil.example","x")\x1b[2J\n  zoe  00.1:correct'
+
+
+def make_submissions(course: Path, subs: Path, out: Path, outside: Path, port: int, marker: str) -> None:
+    """Fill subs with notebook-00 submissions from the release in course: honest, careless and hostile ones. The
+    hostile ones aim at out (the grades), outside (the instructor's files, made here), a listener on port, and
+    leave processes whose command line holds marker."""
+    nb00 = (course / "notebooks" / "00_start_here.ipynb").read_text()
+    (outside / "secret.txt").write_text(f"SECRET-{marker}")
+    (outside / "solutions").mkdir()
+    (outside / "solutions" / "00_start_here_solutions.ipynb").write_text(f"SOLUTION-{marker}")
 
     def submit(student, change=None, text=None, whole=False):
         nb = json.loads(text or nb00)
@@ -163,6 +198,14 @@ def graded(student_copy, tmp_path_factory):
         (subs / student).mkdir()
         (subs / student / "00_start_here.ipynb").write_text(json.dumps(nb))
 
+    def cell(nb, source, at=None):
+        new = {"cell_type": "code", "id": uuid.uuid4().hex[:8], "metadata": {}, "outputs": [],
+               "execution_count": None, "source": source}
+        nb["cells"].insert(len(nb["cells"]) if at is None else at, new)
+
+    def first_exercise(nb):
+        return next(i for i, c in enumerate(nb["cells"]) if re.search(r"^def compute_dtype_for\(", _src(c), re.M))
+
     def all_right(nb):
         for name, body in RIGHT.items():
             _answer(nb, name, body)
@@ -172,69 +215,107 @@ def graded(student_copy, tmp_path_factory):
         _answer(nb, "weights_gib", RIGHT["weights_gib"])
         _answer(nb, "llama2_row", RIGHT["llama2_row"])
         _edit(nb, "llama2_row", lambda src: src.replace("check_llama2_format(llama2_row)", ""))
-        nb["cells"].append({"cell_type": "code", "id": "memory-hog", "metadata": {}, "outputs": [],
-                            "execution_count": None, "source": "hog = bytearray(8 * 2**30)"})
+        cell(nb, "hog = bytearray(8 * 2**30)")
 
-    def syntax_error(nb):
+    def syntax_error(nb):  # and a wrong 00.3 made "right" by replacing the kit's reference in memory
         _answer(nb, "compute_dtype_for", RIGHT["compute_dtype_for"])
         _answer(nb, "weights_gib", "    return n_params * bits_per_param / 8 / 2**30)\n")
+        _answer(nb, "llama2_row", '    return f"<s>[INST]{prompt}[/INST]{answer}</s>"\n',
+                extra='\n\nlora_lab.tasks.format_llama2 = lambda prompt, answer: f"<s>[INST]{prompt}[/INST]{answer}</s>"\n')
 
-    def endless_loop(nb):
+    def endless_loop(nb):  # and an answer that stops its grading cell
         _answer(nb, "weights_gib", "    while True:\n        pass\n")
+        _answer(nb, "llama2_row", "    raise SystemExit('forged')\n")
 
     def redefined_check(nb):
         _answer(nb, "weights_gib", "    return n_params * bits_per_param / 8 / 1e9\n",
                 extra='\n\ndef check_weights_gib(fn):\n    from lora_lab.exercises import Verdict\n\n'
                       '    return Verdict("Exercise 00.2 · weights_gib", True, "fine")\n')
-        for cell in nb["cells"]:  # and the stored output of the llama2_row cell edited to read "correct"
-            if "def llama2_row(" in _src(cell):
-                cell["outputs"] = [{"output_type": "execute_result", "execution_count": 9, "metadata": {},
-                                    "data": {"text/plain": "Exercise 00.3 · llama2_row: correct — edited"}}]
-                cell["execution_count"] = 9
-
-    def patches_the_kit(nb):  # the reference 00.3 is checked against, replaced by the student's own
-        _answer(nb, "llama2_row", '    return f"<s>[INST]{prompt}[/INST]{answer}</s>"\n',
-                extra='\n\nlora_lab.tasks.format_llama2 = lambda prompt, answer: f"<s>[INST]{prompt}[/INST]{answer}</s>"\n')
+        for c in nb["cells"]:  # and the stored output of the llama2_row cell edited to read "correct"
+            if "def llama2_row(" in _src(c):
+                c["outputs"] = [{"output_type": "execute_result", "execution_count": 9, "metadata": {},
+                                 "data": {"text/plain": "Exercise 00.3 · llama2_row: correct — edited"}}]
+                c["execution_count"] = 9
 
     def dies(nb):
         _answer(nb, "compute_dtype_for", RIGHT["compute_dtype_for"])
         _answer(nb, "weights_gib", "    return 0.0\n", extra="\n\nimport os\n\nos._exit(3)\n")
 
-    submit("alice", all_right, whole=True)
+    def attacker(nb):
+        targets = {"zoe's notebook": str(subs / "zoe" / "00_start_here.ipynb"), "the grades": str(out),
+                   "the instructor's secret": str(outside / "secret.txt")}
+        secrets = [str(outside / "secret.txt"), str(outside / "solutions" / "00_start_here_solutions.ipynb"),
+                   str(outside / "solutions")]
+        at = first_exercise(nb)
+        cell(nb, attack_cell(targets, secrets, port, marker, "3600.5"), at)
+        cell(nb, FORGE, at + 1)
+        _answer(nb, "compute_dtype_for", "    _forge('display')\n    return torch.float16\n")
+        _answer(nb, "weights_gib", "    _forge('print')\n    return 1.0\n")
+        _answer(nb, "llama2_row", "    _forge('session')\n    return prompt\n")
+
+    def forger(nb):
+        _answer(nb, "compute_dtype_for", "    return torch.float16\n")
+        cell(nb, OSCAR, first_exercise(nb))
+
     submit("bob")
     submit("carol", wrong_then_right)
     submit("dave", syntax_error)
     submit("erin", endless_loop)
     submit("frank", redefined_check)
-    submit("gina", text=(student_copy / "notebooks" / "01_low_rank_intuition.ipynb").read_text())
+    submit("gina", text=(course / "notebooks" / "01_low_rank_intuition.ipynb").read_text())
     submit("heidi", dies)
-    submit("judy", patches_the_kit)
+    submit("mallory", attacker)
+    submit("oscar", forger)
+    submit("zoe", all_right, whole=True)  # honest, graded last: nothing the others did may touch her grade
     (subs / "ivan.ipynb").write_text("{ this is not json")
+    (subs / f"{HOSTILE_NAME}.ipynb").write_text("{}")
+    (subs / "sol.ipynb").symlink_to(ROOT / "notebooks" / "solutions" / "00_start_here_solutions.ipynb")
+    (subs / "quinn").mkdir()
+    os.mkfifo(subs / "quinn" / "00_start_here.ipynb")
+
+
+@pytest.fixture(scope="module")
+def graded(student_copy, tmp_path_factory):
+    need_sandbox()
+    subs, outside = tmp_path_factory.mktemp("submissions"), tmp_path_factory.mktemp("instructor")
     out = tmp_path_factory.mktemp("grades") / "grades.csv"
+    marker = f"lora-lab-test-{uuid.uuid4().hex}"
+    listener = Listener()
+    make_submissions(student_copy, subs, out, outside, listener.port, marker)
+    kit_before, subs_before, outside_before = _digests(ROOT / "lora_lab"), _digests(subs), _digests(outside)
     limits = grading.Limits(timeout_s=240, cell_timeout_s=8, memory_gib=6)
-    lines = []
-    rows = grading.grade(subs, out, notebook="00", limits=limits, echo=lines.append)
-    return out, rows, "\n".join(lines)
+    lines, scratch = [], tmp_path_factory.mktemp("tmp")
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(tempfile, "tempdir", str(scratch))  # where the grader keeps its kit copy and sandboxes
+            rows = grading.grade(subs, out, notebook="00", limits=limits, echo=lines.append, jobs=2)
+    finally:
+        listener.close()
+    after = {"kit": _digests(ROOT / "lora_lab") == kit_before, "submissions": _digests(subs) == subs_before,
+             "instructor": _digests(outside) == outside_before, "network": listener.received,
+             "processes": processes(marker) + processes("3600.5"), "marker": marker,
+             "left behind": sorted(p.name for p in scratch.iterdir())}
+    return out, rows, "\n".join(lines), after
 
 
 OK = "ok"
 MEMORY = "ran with errors in 1 cell(s)"  # the memory hog; the test checks it is a MemoryError
+ATTACKED = "ran with errors in 1 cell(s)"  # mallory's attack report
+PATCHED = "replaced lora_lab.tasks.format_llama2 in memory; the check used the kit's own"
+NOT_READ = ("unreadable: not a valid notebook", "could not be read", "")
 EXPECTED = {  # (student, exercise): (status, run starts with, message contains, note contains)
-    ("alice", "00.1"): ("correct", OK, "", ""),
-    ("alice", "00.2"): ("correct", OK, "", ""),
-    ("alice", "00.3"): ("correct", OK, "", ""),
     ("bob", "00.1"): ("not done", OK, "NotImplementedError", ""),
     ("bob", "00.2"): ("not done", OK, "NotImplementedError", ""),
     ("bob", "00.3"): ("not done", OK, "NotImplementedError", ""),
     ("carol", "00.1"): ("wrong", MEMORY, "you chose torch.float16", ""),
     ("carol", "00.2"): ("correct", MEMORY, "", ""),
     ("carol", "00.3"): ("correct", MEMORY, "", "no longer calls check_llama2_format"),
-    ("dave", "00.1"): ("correct", "ran with errors in 1 cell(s)", "", ""),
-    ("dave", "00.2"): ("wrong", "ran with errors in 1 cell(s)", "its cell raised SyntaxError", ""),
-    ("dave", "00.3"): ("not done", "ran with errors in 1 cell(s)", "NotImplementedError", ""),
-    ("erin", "00.1"): ("not done", "ran with errors in 1 cell(s)", "NotImplementedError", ""),
-    ("erin", "00.2"): ("wrong", "ran with errors in 1 cell(s)", "did not finish within 8 s", ""),
-    ("erin", "00.3"): ("not done", "ran with errors in 1 cell(s)", "NotImplementedError", ""),
+    ("dave", "00.1"): ("correct", "ran with errors in 1 cell(s)", "", PATCHED),
+    ("dave", "00.2"): ("wrong", "ran with errors in 1 cell(s)", "its cell raised SyntaxError", PATCHED),
+    ("dave", "00.3"): ("wrong", "ran with errors in 1 cell(s)", "", PATCHED + "; the notebook's own check call said correct"),
+    ("erin", "00.1"): ("not done", "ran with errors in 2 cell(s)", "NotImplementedError", ""),
+    ("erin", "00.2"): ("not graded", "ran with errors in 2 cell(s)", "did not finish within 8 s", ""),
+    ("erin", "00.3"): ("not graded", "ran with errors in 2 cell(s)", "grading cell raised SystemExit", ""),
     ("frank", "00.1"): ("not done", OK, "NotImplementedError", ""),
     ("frank", "00.2"): ("wrong", OK, "GB", "own check call said correct"),
     ("frank", "00.3"): ("not done", OK, "NotImplementedError", "submitted file shows this exercise correct"),
@@ -244,22 +325,39 @@ EXPECTED = {  # (student, exercise): (status, run starts with, message contains,
     ("heidi", "00.1"): ("not graded", "kernel died in cell", "stopped before", ""),
     ("heidi", "00.2"): ("not graded", "kernel died in cell", "stopped before", ""),
     ("heidi", "00.3"): ("not graded", "kernel died in cell", "stopped before", ""),
-    ("judy", "00.1"): ("not graded", OK, "lora_lab.tasks.format_llama2 (replaced in memory)", ""),
-    ("judy", "00.2"): ("not graded", OK, "lora_lab.tasks.format_llama2 (replaced in memory)", ""),
-    ("judy", "00.3"): ("not graded", OK, "lora_lab.tasks.format_llama2 (replaced in memory)", ""),
-    ("ivan", "00.1"): ("not graded", "unreadable: not a valid notebook", "could not be read", ""),
-    ("ivan", "00.2"): ("not graded", "unreadable: not a valid notebook", "could not be read", ""),
-    ("ivan", "00.3"): ("not graded", "unreadable: not a valid notebook", "could not be read", ""),
+    ("ivan", "00.1"): ("not graded", *NOT_READ),
+    ("ivan", "00.2"): ("not graded", *NOT_READ),
+    ("ivan", "00.3"): ("not graded", *NOT_READ),
+    ("mallory", "00.1"): ("wrong", ATTACKED, "you chose torch.float16", ""),
+    ("mallory", "00.2"): ("wrong", ATTACKED, "", ""),
+    ("mallory", "00.3"): ("not graded", ATTACKED, "showed 2 verdicts", ""),
+    ("oscar", "00.1"): ("not graded", OK, "builtins.open replaced", "lora_lab.tasks.format_llama2"),
+    ("oscar", "00.2"): ("not graded", OK, "an import hook in sys.meta_path", "lora_lab.tasks.format_llama2"),
+    ("oscar", "00.3"): ("not graded", OK, "json.dumps replaced", "lora_lab.tasks.format_llama2"),
+    ("zoe", "00.1"): ("correct", OK, "", ""),
+    ("zoe", "00.2"): ("correct", OK, "", ""),
+    ("zoe", "00.3"): ("correct", OK, "", ""),
 }
+HOSTILE_STUDENT = "'" + HOSTILE_NAME.replace("\x1b", "\\x1b").replace("\n", "\\n")  # as the CSV writes it
+EXPECTED |= {(HOSTILE_STUDENT, e): ("not graded", *NOT_READ) for e in ("00.1", "00.2", "00.3")}
+SKIPPED = {"sol": "skipped: a symbolic link", "quinn": "skipped: a FIFO"}
+
+
+def _csv(out: Path) -> list[dict]:
+    with open(out, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
 
 
 def test_grades_csv_is_exactly_as_expected(graded):
-    out, _, _ = graded
-    with open(out, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    out, _, _, _ = graded
+    rows = _csv(out)
     assert tuple(rows[0]) == grading.COLUMNS
     got = {(r["student"], r["exercise"]): r for r in rows}
-    assert set(got) == set(EXPECTED) and len(rows) == len(EXPECTED)
+    skipped = {r["student"]: r for r in rows if not r["exercise"]}
+    assert set(got) - {(s, "") for s in SKIPPED} == set(EXPECTED)
+    assert len(rows) == len(EXPECTED) + len(SKIPPED), "a forged or repeated row"
+    for student, run in SKIPPED.items():
+        assert skipped[student]["run"].startswith(run) and skipped[student]["status"] == "not graded"
     for key, (status, run, message, note) in EXPECTED.items():
         r = got[key]
         assert r["status"] == status, (key, r)
@@ -275,10 +373,79 @@ def test_grades_csv_is_exactly_as_expected(graded):
             assert float(r["seconds"]) >= 0 and float(r["run_seconds"]) > 0, (key, r)
 
 
-def test_summary_is_printed_and_drawn(graded):
-    out, rows, printed = graded
+def test_hostile_submissions_reach_nothing_outside_their_sandbox(graded):
+    out, _, printed, after = graded
+    # the attack ran (its own report, in the run column), and every attempt failed
+    report = next(r["run"] for r in _csv(out) if r["student"] == "mallory")
+    assert "attack report: wrote 0 of" in report and "read 0 []" in report, report
+    assert "network cut; daemon started" in report and re.search(r"; \d+ processes", report), report
+    assert after["kit"] and after["submissions"] and after["instructor"], after
+    assert after["network"] == [], after["network"]
+    assert after["processes"] == [], f"processes of the run survived it: {after['processes']}"
+    assert after["left behind"] == [], "the kit copy, a sandbox folder or a kernel connection file was left behind"
+    # nothing of the instructor's reached the report, and the kit that graded zoe last was the kit's own
+    text = out.read_text() + printed
+    assert after["marker"] not in text and "SECRET-" not in text and "SOLUTION-" not in text
+    assert {r["status"] for r in _csv(out) if r["student"] == "zoe"} == {"correct"}
+    assert not list(Path(out.parent).glob("*.part"))
+
+
+def test_forged_verdicts_do_not_count(graded):
+    out, _, _, _ = graded
+    rows = {(r["student"], r["exercise"]): r for r in _csv(out)}
+    oscar = [rows["oscar", e] for e in ("00.1", "00.2", "00.3")]
+    for found in ("builtins.open replaced", "json.dumps replaced", "an import hook in sys.meta_path",
+                  "a thread still running the notebook's forge()", "an IPython event hook on pre_run_cell"):
+        assert all(found in r["message"] for r in oscar), (found, oscar[0]["message"])
+    assert rows["mallory", "00.1"]["status"] == rows["mallory", "00.2"]["status"] == "wrong"
+
+
+def test_names_and_messages_cannot_forge_lines_or_formulas(graded):
+    out, _, printed, _ = graded
+    assert "\x1b" not in printed and "\x1b" not in out.read_text()
+    assert not [ln for ln in printed.splitlines() if ln.startswith("  zoe")], "a file name forged a printed line"
+    for r in _csv(out):
+        for column in ("student", "file", "run", "message", "note"):
+            assert r[column][:1] not in ("=", "+", "-", "@"), (column, r[column])
+    mallory = next(r for r in _csv(out) if r["student"] == "mallory")
+    assert "\\x1b[2J" in mallory["run"]
+
+
+def test_summary_totals_and_plot_are_written(graded):
+    out, rows, printed, _ = graded
     table = grading.summary_table(rows)
     assert table in printed
     line = next(ln for ln in table.splitlines() if ln.startswith("00.2"))
-    assert line.split()[1:5] == ["2", "3", "1", "4"]  # correct, wrong, not done, not graded
+    assert line.split()[1:5] == ["2", "3", "1", "6"]  # correct, wrong, not done, not graded
+    assert "sandbox" in printed.splitlines()[1] and "bubblewrap" in printed.splitlines()[1]
+    with open(out.with_name("grades-totals.csv"), newline="") as f:
+        totals = {t["student"]: t for t in csv.DictReader(f)}
+    assert totals["zoe"]["correct"] == "3" and totals["zoe"]["score"] == "1.0"
+    assert totals["carol"]["correct"] == "2" and totals["carol"]["exercises"] == "3"
+    assert totals["sol"]["exercises"] == "0"
     assert out.with_suffix(".png").stat().st_size > 5000
+    assert re.search(r"\[\d+/12\].*about .* left", printed), printed
+
+
+def test_grade_refuses_without_a_sandbox_unless_told(tmp_path, capsys, monkeypatch):
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "subs" / "a.ipynb").write_text("{}")
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    assert main(["classroom", "grade", str(tmp_path / "subs"), "--out", str(tmp_path / "g.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "bubblewrap" in err and "--unsafe-no-sandbox" in err and "other students' notebooks" in err
+    assert not (tmp_path / "g.csv").exists()
+    assert main(["classroom", "grade", str(tmp_path / "subs"), "--out", str(tmp_path / "g.csv"),
+                 "--unsafe-no-sandbox"]) == 0
+    printed = capsys.readouterr().out
+    assert "NO SANDBOX" in printed and "unreadable" in (tmp_path / "g.csv").read_text()
+
+
+def test_report_text_is_neutralised():
+    from lora_lab.classroom.report import _kind, csv_cell, plain
+
+    assert plain("a\nb\x1b[2J\u202ec") == "a\\nb\\x1b[2J\\u202ec" and plain("Bài tập ổn") == "Bài tập ổn"
+    assert [csv_cell(v) for v in ("=1+1", "+x", "-2", "@SUM(A1)", "fine", 3.5)] == \
+        ["'=1+1", "'+x", "'-2", "'@SUM(A1)", "fine", 3.5]
+    assert _kind("you chose torch.float16, not torch.bfloat16: the T4's 15 GiB, Llama-2-7B, r=8") == \
+        "you chose torch.float16, not torch.bfloat16: the T4's # GiB, Llama-2-7B, r=#"

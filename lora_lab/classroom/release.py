@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 from .. import paths
@@ -130,13 +131,38 @@ def student_notebook(nb: dict, number: str, language: str, repository: str | Non
     return nb
 
 
-def release(out: Path, repository: str | None = None) -> Path:
+def default_place(name: str) -> Path:
+    """Where the classroom commands write when not told: beside the clone (outside its working tree), else here."""
+    return (ROOT.parent if (ROOT / "notebooks").is_dir() else Path.cwd()) / name
+
+
+def unignored_in_git(path: Path) -> Path | None:
+    """The git working tree holding path, if path is in one and git does not ignore it (else None): a `git add -A`
+    there would commit it. None too where git is not installed."""
+    here = path.resolve().parent
+    while not here.exists():
+        here = here.parent
+    try:
+        top = subprocess.run(["git", "-C", str(here), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+        if top.returncode != 0:
+            return None
+        ignored = subprocess.run(["git", "-C", top.stdout.strip(), "check-ignore", "-q", str(path.resolve())],
+                                 capture_output=True)
+    except OSError:
+        return None
+    return Path(top.stdout.strip()) if ignored.returncode == 1 else None
+
+
+def release(out: Path | None = None, repository: str | None = None) -> Path:
     """Write the student copy to out (which must not exist, or be an empty folder). Returns out.
+
+    out: by default `lora-lab-course` beside the clone, outside its working tree.
 
     repository: "owner/name" of a GitHub repository the instructor pushes the release to, so that the
     notebooks' Colab badges and install cell fetch the release (without solutions) instead of the public kit.
     Raises FileExistsError for a non-empty out and ValueError for a malformed repository.
     """
+    out = Path(out) if out is not None else default_place("lora-lab-course")
     if repository is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+", repository):
         raise ValueError(f"repository={repository!r}: give the GitHub repository as owner/name, e.g. myclass/lora")
     if out.exists() and not out.is_dir():

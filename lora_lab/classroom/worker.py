@@ -1,122 +1,168 @@
-"""Run one submitted notebook and grade its exercises: the part of the grader that runs in the sandbox.
+"""Run one submitted notebook in its sandbox and read its grades: `python -m lora_lab.classroom.worker SPEC.json PID`.
 
-`python -m lora_lab.classroom.worker SPEC.json` is started by `grade.py` in a scratch folder, with a memory
-limit, a process group the grader kills at the notebook's time limit and, where Linux allows it, no
-network. It executes every cell of the submission (an error or a cell over its time limit is recorded and
-the next cell runs), then appends one grading cell per exercise. A grading cell imports the kit's exercise
-checks afresh from disk, so a check the notebook redefined or patched is replaced by the kit's own, and calls the
-check on the learner's function or class. Every event is appended at once to SPEC's results file (one JSON
-object a line), so what happened before a kill survives it.
+`grade.py` starts this process outside the sandbox, one per submission. It runs the Jupyter client
+(nbclient); the kernel it starts is the sandboxed command SPEC names (`sandbox.Sandbox.wrap`), so the
+student's code runs in the sandbox and this process, its memory and its pipes stay out of its reach. Every
+cell of the submission runs (an error or a cell over its time limit is recorded and the next cell runs), then
+one grading cell per exercise (`inkernel.grade`). Each exercise's verdict is read only from its own grading
+cell's output as this client received it: exactly one display of `inkernel.MIME` carrying this run's secret.
+A grading cell that did not finish, or showed no verdict or more than one, leaves its exercise not graded.
+
+Events go to the grader as JSON lines on this process's standard output, which nothing else writes to
+(the kernel's own output goes to /dev/null), each as soon as it happens, so a run stopped at its time
+limit still reports what it did.
 """
 
 from __future__ import annotations
 
 import json
-import resource
+import os
+import secrets
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+from .inkernel import MIME
+
+STATUSES = ("correct", "wrong", "not done", "missing", "not graded")  # what inkernel.grade writes
+
 GRADING_CELL = '''\
 # lora-lab grader: exercise {exercise_id} (added at grading time; not part of the submission)
-def __lora_lab_grade(exercise_id, answer_name, results, hashes, language):
-    import hashlib, importlib, json, pathlib, sys, time
-    kit = pathlib.Path(sys.modules["lora_lab"].__file__).parent
-    changed = [name for name, digest in hashes.items()
-               if hashlib.sha256((kit / name).read_bytes()).hexdigest() != digest]
-    # the kit's functions and classes replaced in memory by code from the notebook (a check's references)
-    for name, module in list(sys.modules.items()):
-        if name.split(".")[0] != "lora_lab" or name.startswith("lora_lab.exercises"):
-            continue
-        for attr, value in list(vars(module).items()):
-            found = [(attr, value)]
-            if isinstance(value, type) and value.__module__.startswith("lora_lab"):
-                found += [(attr + "." + k, v) for k, v in vars(value).items()]
-            for where, v in found:
-                v = getattr(v, "__func__", v)
-                if getattr(v, "__module__", None) == "__main__" or "ipykernel" in getattr(
-                        getattr(v, "__code__", None), "co_filename", ""):
-                    changed.append(name + "." + where + " (replaced in memory)")
-    row = {{"kind": "grade", "exercise": exercise_id}}
-    if changed:
-        row.update(status="not graded", message="the notebook changed the kit itself: " + ", ".join(changed))
-    else:
-        for name in [m for m in sys.modules if m == "lora_lab.exercises" or m.startswith("lora_lab.exercises.")]:
-            del sys.modules[name]  # then imported afresh: the kit's checks as on disk, whatever the notebook did
-        exercises = importlib.import_module("lora_lab.exercises")
-        exercises.set_language(language)
-        check = next(c for c in exercises.EXERCISES if c.exercise_id == exercise_id)
-        answer = globals().get(answer_name)
-        start = time.perf_counter()
-        if answer is None:
-            row.update(status="missing", message=answer_name + " is not defined in the notebook")
-        else:
-            verdict = check(answer)
-            row.update(status=verdict.status, message=verdict.message)
-        row["seconds"] = round(time.perf_counter() - start, 3)
-    with open(results, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\\n")
+def __lora_lab_grade():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("lora_lab_grading", {module!r})
+    grading = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grading)
+    grading.grade({exercise_id!r}, {answer_name!r}, globals(), trusted={trusted!r}, language={language!r},
+                  nonce={nonce!r})
 
 
-__lora_lab_grade({exercise_id!r}, {answer_name!r}, {results!r}, {hashes!r}, {language!r})
+__lora_lab_grade()
+del __lora_lab_grade
 '''
 
 
-def _record(results: Path, **row) -> None:
-    with open(results, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
+def _text(outputs) -> str:
+    return "\n".join(str(o.get("data", {}).get("text/plain", "")) + str(o.get("text", "")) for o in outputs)
 
 
-def _limit_memory(gib: float) -> None:
-    cap = int(gib * 2**30)
-    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))  # inherited by the kernel this process starts
+def verdict_of(exercise_id: str, outputs: list, nonce: str) -> tuple[dict | None, str]:
+    """(the verdict a grading cell showed, or None, and why not): one display carrying the secret, no other."""
+    shown = [o.get("data", {}).get(MIME) for o in outputs if o.get("output_type") == "display_data"
+             and MIME in o.get("data", {})]
+    if not shown:
+        return None, "the grading cell showed no verdict"
+    ours = [v for v in shown if isinstance(v, dict) and v.get("nonce") == nonce and v.get("exercise") == exercise_id
+            and v.get("status") in STATUSES]
+    if len(shown) > 1:
+        why = (f"the grading cell showed {len(shown)} verdicts, so code from the notebook forged at least one; "
+               "none is kept")
+        refused = [v for v in ours if v.get("status") == "not graded"]  # no forger writes this one
+        return None, why + (f"; the grader's own said {refused[0].get('message', '')}" if len(ours) == 1 and refused
+                            else "")
+    if not ours:
+        return None, "the grading cell showed a verdict the grader did not write"
+    return ours[0], ""
 
 
-def run(spec_path: Path) -> None:
+def run(spec_path: Path, events) -> None:
     import nbformat
+    from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
     from nbclient import NotebookClient
     from nbclient.exceptions import DeadKernelError
 
+    def emit(**event) -> None:
+        events.write(json.dumps(event) + "\n")
+        events.flush()
+
     spec = json.loads(spec_path.read_text())
-    results = Path(spec["results"])
-    _limit_memory(spec["memory_gib"])
-    nb = nbformat.read(spec["notebook"], as_version=4)
+    nonce = secrets.token_hex(16)
+    nb = nbformat.reads(Path(spec["notebook"]).read_text(encoding="utf-8"), as_version=4)
     n_student = len(nb.cells)
+    exercises = {}
     for ex in spec["exercises"]:
-        src = GRADING_CELL.format(exercise_id=ex["id"], answer_name=ex["answer"], results=str(results),
-                                  hashes=spec["hashes"], language=spec["language"])
-        nb.cells.append(nbformat.v4.new_code_cell(src))
+        exercises[len(nb.cells)] = ex["id"]
+        nb.cells.append(nbformat.v4.new_code_cell(GRADING_CELL.format(
+            exercise_id=ex["id"], answer_name=ex["answer"], module=spec["grading_module"],
+            trusted=spec["trusted"], language=spec["language"], nonce=nonce)))
 
     def executed(cell, cell_index, execute_reply):
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "error" and cell_index < n_student:
-                _record(results, kind="cell error", cell=cell_index, ename=out.get("ename", ""),
-                        evalue=str(out.get("evalue", ""))[:300])
-            elif out.get("output_type") == "error":
-                _record(results, kind="grader error", cell=cell_index, ename=out.get("ename", ""),
-                        evalue=str(out.get("evalue", ""))[:300])
-        if cell_index < n_student:  # what the notebook itself showed for its check calls, this run
-            text = "\n".join(str(o.get("data", {}).get("text/plain", "")) + str(o.get("text", ""))
-                             for o in cell.get("outputs", []))
-            _record(results, kind="cell", cell=cell_index, shown=text[-2000:])
+        outputs = cell.get("outputs", [])
+        errors = [o for o in outputs if o.get("output_type") == "error"]
+        if cell_index < n_student:
+            for o in errors:
+                emit(kind="cell error", cell=cell_index, ename=str(o.get("ename", ""))[:100],
+                     evalue=str(o.get("evalue", ""))[:300])
+            emit(kind="cell", cell=cell_index, shown=_text(outputs)[-2000:])  # for the notes: what it claimed
+            return
+        exercise = exercises[cell_index]
+        verdict, why = verdict_of(exercise, outputs, nonce)
+        mine = [o["data"][MIME] for o in outputs if o.get("output_type") == "display_data" and
+                isinstance(o.get("data", {}).get(MIME), dict) and o["data"][MIME].get("nonce") == nonce]
+        replaced = [str(n)[:100] for v in mine for n in v.get("replaced", [])][:6]
+        if replaced:  # the kit's names the notebook replaced in memory: a note on every exercise
+            emit(kind="kit replaced", names=replaced)
+        if verdict is not None and not errors:
+            emit(kind="grade", exercise=exercise, status=str(verdict.get("status")),
+                 message=str(verdict.get("message", ""))[:2000], seconds=verdict.get("seconds", ""))
+        elif errors:
+            emit(kind="grade failed", exercise=exercise, ename=str(errors[0].get("ename", ""))[:100],
+                 evalue=str(errors[0].get("evalue", ""))[:300])
+        else:
+            emit(kind="grade failed", exercise=exercise, ename="", evalue=why)
 
-    # ipc sockets: the kernel needs no network interface, so it runs where the network is cut
-    km = AsyncKernelManager(kernel_name="python3", transport="ipc", ip=str(Path.cwd() / "kernel-ipc"))
+    # the kernel is the sandboxed command; interrupts go as messages, since a signal to the sandbox's first
+    # process would not reach the kernel inside it
+    kernels = Path(spec["kernelspec"])
+    (kernels / "lora-lab-sandbox").mkdir(parents=True)
+    (kernels / "lora-lab-sandbox" / "kernel.json").write_text(json.dumps(
+        {"argv": spec["kernel_argv"], "display_name": "lora-lab sandbox", "language": "python",
+         "interrupt_mode": "message"}))
+    folder = Path(spec["kernel_folder"])  # inside the sandbox's private folder: the kernel binds its sockets here
+    km = AsyncKernelManager(kernel_name="lora-lab-sandbox",
+                            kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)]),
+                            transport="ipc", ip=str(folder / "ipc"), connection_file=str(folder / "kernel.json"))
     current = [None]
     client = NotebookClient(nb, km=km, timeout=spec["cell_timeout_s"], interrupt_on_timeout=True,
-                            allow_errors=True, record_timing=False, on_cell_executed=executed,
+                            allow_errors=True, record_timing=False, shutdown_kernel="immediate",
+                            on_cell_executed=executed, startup_timeout=120,
                             on_cell_start=lambda cell, cell_index: current.__setitem__(0, cell_index),
-                            resources={"metadata": {"path": str(Path.cwd())}})
+                            resources={"metadata": {"path": spec["home"]}})
     start = time.perf_counter()
     try:
-        client.execute()
+        client.execute(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except DeadKernelError as e:
-        _record(results, kind="dead", cell=current[0], detail=str(e)[:300])
+        emit(kind="dead", cell=current[0], grading=current[0] is not None and current[0] >= n_student,
+             detail=str(e)[:300])
     except Exception as e:  # noqa: BLE001 - anything else that stops the run is reported, not raised
-        _record(results, kind="failed", detail=f"{type(e).__name__}: {e}"[:300])
-    _record(results, kind="done", seconds=round(time.perf_counter() - start, 1))
+        emit(kind="failed", detail=f"{type(e).__name__}: {e}"[:300])
+    emit(kind="done", seconds=round(time.perf_counter() - start, 1))
+
+
+def _die_with(parent: int) -> None:
+    """SIGKILL this process when the grader that started it dies (prctl PR_SET_PDEATHSIG): the sandbox, which dies
+    with this process, never outlives a grader killed outright."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the grader died before the line above
+        os._exit(1)
+
+
+def main() -> None:
+    _die_with(int(sys.argv[2]))
+    # this process's standard output is the channel to the grader: keep it for the events only
+    events = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    run(Path(sys.argv[1]), events)
 
 
 if __name__ == "__main__":
-    run(Path(sys.argv[1]))
+    main()
