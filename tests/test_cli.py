@@ -81,7 +81,7 @@ def test_a_yaml_config_file_reads_like_json(tmp_path, capsys):
     ({"double_quant": "false"}, "double_quant='false' is not accepted; double_quant takes true or false"),
     ({"target_modules": ["all-linear"]}, "'all-linear' stands alone"),
     ({"sample_prompts": "Hi?"}, "a single string is never split"),
-    ({"profile": "llama2"}, "profile='llama2' is not accepted; profile takes one of ('tiny', 'llama2-7b-t4')"),
+    ({"profile": "llama2"}, "profile='llama2' is not accepted; profile takes one of ('tiny', 'llama2-7b-t4', 'llama2-70b-fsdp')"),
 ])
 def test_a_bad_value_in_a_config_file_stops_before_anything_loads(tmp_path, capsys, nothing_loads, settings, words):
     path = tmp_path / "settings.json"
