@@ -118,6 +118,8 @@ def _steps(model, tokenizer, rows, settings: ShardSettings, rank: int, world_siz
         total = torch.zeros(())
         for k in mine:
             loss = model(**micro_batch(rows, tokenizer, settings, step, k)).loss
+            if hooks and step == 0:  # the forward is done: the norm and output head are still gathered
+                gathers.append(("loss", None, fsdp.gathered_bytes(model)))
             (loss / len(mine)).backward()  # sharded: FSDP averages over the processes in its reduce-scatter
             total += loss.detach() / settings.micro_batches
         if world_size > 1:
@@ -142,54 +144,61 @@ def train_one_process(settings: ShardSettings | None = None) -> RunResult:
     return _steps(model, tokenizer, rows, settings, rank=0, world_size=1)
 
 
-def _worker(rank: int, world_size: int, store: str, settings: dict, out: str) -> None:
+def _worker(rank: int, world_size: int, store: str, runs: list[dict], out: str) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    settings = ShardSettings(**settings)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
     try:
-        model, tokenizer, rows = build(settings)
-        as_loaded = {}
-        if settings.base == "lora_lab":
-            copy = fsdp.shard(copy_module(model))  # first as the layers come: what FSDP makes of them unchanged
-            as_loaded = fsdp.local_bytes(copy)
-            del copy
-            if settings.shard_constants:
-                fsdp.shardable(model, settings.quant_storage)
-        fsdp.shard(model)
-        result = _steps(model, tokenizer, rows, settings, rank, world_size)
-        result.bytes_as_loaded = as_loaded
-        Path(out, f"rank{rank}.json").write_text(json.dumps(dataclasses.asdict(result)))
+        results = []
+        for settings in map(lambda kw: ShardSettings(**kw), runs):
+            model, tokenizer, rows = build(settings)
+            as_loaded = {}
+            if settings.base == "lora_lab":
+                copy = fsdp.shard(copy_module(model))  # first as the layers come: what FSDP makes of them unchanged
+                as_loaded = fsdp.local_bytes(copy)
+                del copy
+                if settings.shard_constants:
+                    fsdp.shardable(model, settings.quant_storage)
+            fsdp.shard(model)
+            result = _steps(model, tokenizer, rows, settings, rank, world_size)
+            result.bytes_as_loaded = as_loaded
+            results.append(dataclasses.asdict(result))
+        Path(out, f"rank{rank}.json").write_text(json.dumps(results))
     finally:
         dist.destroy_process_group()
 
 
-def train_sharded(world_size: int = 2, settings: ShardSettings | None = None,
-                  timeout_s: float = 300) -> list[RunResult]:
-    """The same steps sharded by FSDP2 over `world_size` CPU processes (gloo); one RunResult per process.
+def train_sharded(world_size: int = 2, settings: ShardSettings | list[ShardSettings] | None = None,
+                  ) -> list[RunResult] | list[list[RunResult]]:
+    """The same steps sharded by FSDP2 over `world_size` CPU processes (gloo): one RunResult per process.
 
-    Raises ValueError before any process starts for a world size below 2, for micro_batches other than
-    world_size, or for a world size that does not divide every 4-bit layer's blocks (read from the
-    model's config); a process that fails raises its error here (torch.multiprocessing's
-    ProcessRaisedException, with the child's traceback).
+    settings: one ShardSettings (default: micro_batches=world_size), or a list of them, run one after the
+    other in the same processes (which saves starting them again); then one list of RunResults per
+    settings. Raises ValueError before any process starts for a world size below 2, micro_batches other
+    than world_size, or a world size that does not divide every 4-bit layer's blocks (read from the
+    model's config); an error in a process is raised here (torch.multiprocessing's
+    ProcessRaisedException, with that process's traceback).
     """
     import torch.multiprocessing as mp
 
-    settings = settings or ShardSettings(micro_batches=world_size)
     if not isinstance(world_size, int) or isinstance(world_size, bool) or world_size < 2:
         raise ValueError(f"world_size={world_size!r} is not accepted: FSDP on one process shards nothing; give 2 "
                          "or more (train_one_process is the single-process run)")
-    if settings.micro_batches != world_size:
-        raise ValueError(f"settings.micro_batches={settings.micro_batches} but world_size={world_size}: each process "
-                         "runs one micro-batch per step, so they must be equal")
+    runs = settings if isinstance(settings, list) else [settings or ShardSettings(micro_batches=world_size)]
+    for s in runs:
+        if s.micro_batches != world_size:
+            raise ValueError(f"settings.micro_batches={s.micro_batches} but world_size={world_size}: each process "
+                             "runs one micro-batch per step, so they must be equal")
     fsdp.check_process_count(world_size, tiny_block_counts())
     with tempfile.TemporaryDirectory() as tmp:
         store = os.path.join(tmp, "store")
-        mp.start_processes(_worker, args=(world_size, store, dataclasses.asdict(settings), tmp), nprocs=world_size,
-                           join=True, start_method="spawn")
-        results = [json.loads(Path(tmp, f"rank{r}.json").read_text()) for r in range(world_size)]
-    return [RunResult(**{**r, "gathers": [tuple(e) for e in r["gathers"]]}) for r in results]
+        mp.start_processes(_worker, args=(world_size, store, [dataclasses.asdict(s) for s in runs], tmp),
+                           nprocs=world_size, join=True, start_method="spawn")
+        by_rank = [json.loads(Path(tmp, f"rank{r}.json").read_text()) for r in range(world_size)]
+    results = [[RunResult(**{**by_rank[r][i], "gathers": [tuple(e) for e in by_rank[r][i]["gathers"]]})
+                for r in range(world_size)] for i in range(len(runs))]
+    return results if isinstance(settings, list) else results[0]
 
 
 def tiny_block_counts(blocksize: int = 64) -> dict[str, int]:

@@ -190,4 +190,6 @@ def test_runs_data_parallel_in_two_processes(tmp_path):
     # torchrun underneath: two CPU processes in one gloo group, each a copy of the model, batches split
     metrics = _accelerate(tmp_path, "--multi_gpu", "--num_processes", "2")
     assert metrics["num_processes"] == 2 and metrics["steps"] == 2
+    assert metrics["sharding"] == "ddp" and len(metrics["peak_memory_mb_per_process"]) == 2
+    assert metrics["memory_estimate_mb"]["parallel_buffers"] == metrics["memory_estimate_mb"]["gradients"]  # DDP's buckets
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
