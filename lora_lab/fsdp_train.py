@@ -20,6 +20,7 @@ from copy import deepcopy as copy_module
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,8 +88,10 @@ def build(settings: ShardSettings):
                                 bnb_4bit_quant_storage=fsdp.storage_dtype(settings.quant_storage))
         model = load_base_model(quantization=qc, dtype=torch.float32, device_map={"": "cpu"})
         torch.manual_seed(settings.seed)
-        model = peft.get_peft_model(model, peft.LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
-                                                           target_modules=targets, task_type="CAUSAL_LM"))
+        with warnings.catch_warnings():  # PEFT 0.21 calls a transformers method deprecated in 5.x
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = peft.get_peft_model(model, peft.LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
+                                                               target_modules=targets, task_type="CAUSAL_LM"))
     tokenizer = load_tokenizer()
     needed = settings.steps * settings.micro_batches * settings.batch_size
     texts = list(load_instruction_dataset()["text"][:needed])
@@ -145,9 +148,14 @@ def train_one_process(settings: ShardSettings | None = None) -> RunResult:
 
 
 def _worker(rank: int, world_size: int, store: str, runs: list[dict], out: str) -> None:
+    import logging
+
     import torch.distributed as dist
+    from transformers.utils import logging as hf_logging
 
     torch.set_num_threads(1)
+    hf_logging.disable_progress_bar()  # a notebook shows what these processes print: no loading bars
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # nor bitsandbytes' advice to `pip install kernels`
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
     try:
         results = []
