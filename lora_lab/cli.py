@@ -35,8 +35,8 @@ from .finetune import (
     plan,
     resolve_config,
 )
-from .plan import planning_hardware
 from .lora import ALL_LINEAR
+from .plan import planning_hardware
 
 HELP = {  # the trailing comments of FinetuneConfig, shortened
     "model": "hub id or local folder ('none': the embedded tiny Llama)",

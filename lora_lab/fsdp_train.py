@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from copy import deepcopy as copy_module
 import os
 import tempfile
 import time
 import warnings
+from copy import deepcopy as copy_module
 from dataclasses import dataclass, field
 from pathlib import Path
 
