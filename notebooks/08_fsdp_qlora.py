@@ -178,12 +178,13 @@ print(f"{layer.weight.numel():,} bytes of codes in {blocks} blocks of 64 weights
 #
 # 1. **The block scales must be parameters.** As buffers, every process keeps all of them. Made frozen
 #    parameters, FSDP splits them like the codes.
-# 2. **A process should hold whole blocks, each with its own scale.** FSDP cuts the flat byte string of
-#    codes wherever ⌈bytes / N⌉ falls, and the scales wherever ⌈blocks / N⌉ falls; nothing lines the
-#    two up. Stored as one row per block — codes (blocks, 32 bytes), scales (blocks,) — both are cut
-#    between the same rows, so process k holds blocks and the scales that go with them. When N divides
-#    the number of blocks the rows split evenly: that is the kit's rule from part 1. (Exercise 3 shows
-#    what it buys: a process can dequantize its own blocks without the others.)
+# 2. **A process should hold whole blocks, each with its own scale.** Stored flat, the codes are cut
+#    every ⌈bytes / N⌉ bytes and the scales every ⌈blocks / N⌉ scales, and the two cuts fall in the same
+#    place only when N divides the number of blocks. Stored as one row per block — codes (blocks, 32
+#    bytes), scales (blocks,) — both are cut between the same rows whatever N is, so process k holds
+#    blocks and the scales that go with them; and when N divides the number of blocks, every process
+#    holds the same number: the kit's rule from part 1. (Exercise 3 shows what this buys: a process can
+#    dequantize its own blocks without the others.)
 #
 # By hand, on this layer:
 
@@ -216,7 +217,7 @@ print("after shardable:", [(n, tuple(p.shape)) for n, p in layer.named_parameter
 #   hold all of them);
 # - FSDP's *mixed precision* casts every floating-point parameter to the compute dtype. Codes stored as
 #   float32 under bf16 compute would be cast — and a cast rewrites bytes. So the storage dtype must be the
-#   compute dtype, and the kit refuses any other (part 3). Here is what a cast does to codes:
+#   compute dtype, and the kit refuses any other (part 4). Here is what a cast does to codes:
 
 # %%
 as_float = rows.view(torch.float32)  # (blocks, 8): the same 32 bytes per block, read as 8 float32s
@@ -240,7 +241,8 @@ print("stored as float32:", tuple(shardable_f32.weight.shape), shardable_f32.wei
 # Both trainings run twice: on the kit's `NF4Linear` made shardable (its scales as parameters, codes as
 # `uint8` rows), and on the production pieces — bitsandbytes' `Linear4bit` with codes stored as float32
 # and PEFT's LoRA — wrapped in the units accelerate's FSDP plugin makes: the embeddings, each decoder
-# layer, the final norm with the output head, the root. About 20 seconds, most of it starting the processes:
+# layer, the final norm with the output head, the root. Tens of seconds on a 2-core CPU, most of them
+# spent starting the two processes (the next cell prints how long):
 
 # %%
 OURS = ft.ShardSettings(micro_batches=2)
