@@ -47,6 +47,11 @@ HELP = {  # the trailing comments of FinetuneConfig, shortened
     "target_modules": f"comma-separated layer names, e.g. q_proj,v_proj; or {ALL_LINEAR} (every linear layer "
                       "but the output head)",
     "optim": "auto (paged_adamw_32bit on GPU, adamw_torch on CPU) or a transformers optimizer name",
+    "sharding": "auto (as launched), none (one process), ddp (each process a whole copy) or fsdp (each 1/N; "
+                "launch with `accelerate launch --config_file \"$(lora-lab fsdp-config)\"`)",
+    "num_processes": "processes (one per GPU); none: as launched, 1 for estimate",
+    "quant_storage": "dtype the packed 4-bit codes are stored in: auto (uint8, or the compute dtype under FSDP), "
+                     "uint8, float16, bfloat16 or float32",
     "max_steps": "optimizer steps; -1 trains num_train_epochs",
     "sample_prompts": "prompts answered before and after training, separated by '|'",
 }

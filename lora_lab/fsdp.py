@@ -1,8 +1,9 @@
 """Fully sharded data parallelism (FSDP) over a 4-bit base, built on PyTorch's FSDP2 (`fully_shard`).
 
 Data parallelism (DDP) gives every process a whole copy of the model. FSDP (Zhao et al. 2023, arXiv
-2304.11277; ZeRO-3, Rajbhandari et al. 2020) gives each of N processes 1/N of every parameter, of its
-gradient and of its optimizer state, and gathers a layer's full parameters only while that layer runs.
+2304.11277; ZeRO-3, Rajbhandari et al. 2020, arXiv 1910.02054) gives each of N processes 1/N of every
+parameter, of its gradient and of its optimizer state, and gathers a layer's full parameters only while
+that layer runs.
 FSDP2 splits each *parameter* on its first dimension; anything else a module holds (buffers, attributes)
 it leaves whole on every process. Two things therefore decide whether a 4-bit layer is sharded:
 
@@ -11,8 +12,8 @@ it leaves whole on every process. Two things therefore decide whether a 4-bit la
    (bitsandbytes keeps them in a QuantState object attached to the weight: outside FSDP's reach.)
 2. A process should hold whole blocks, each with its own scale. `shardable` stores the packed codes as
    one row per block, (blocks, blocksize / 2) bytes, beside the scales (blocks,), so that splitting
-   both on their first dimension gives every process the same blocks of each; N must divide the
-   number of blocks (`check_process_count`) so that every process holds the same number.
+   both on their first dimension gives a process the same blocks of each, whatever N is; and N must
+   divide the number of blocks (`check_process_count`) so that every process holds the same number.
 
 The codes may be stored viewed as a float dtype (`quant_storage`, as bitsandbytes' `bnb_4bit_quant_storage`
 does for Answer.AI's FSDP-QLoRA, 2024): FSDP1 flattens a layer's parameters into one tensor of one dtype,

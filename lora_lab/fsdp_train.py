@@ -64,9 +64,10 @@ def build(settings: ShardSettings):
     base "lora_lab": quantized by lora_lab (NF4Linear, QLoRALinear); "bitsandbytes": loaded by transformers
     with bitsandbytes' Linear4bit (codes stored as `quant_storage`) and PEFT's LoRA, as the fine-tune does.
     """
-    from .data import load_instruction_dataset
+    from .data import check_rows, read_jsonl
     from .memory import LLAMA_PROJECTIONS
     from .models import load_base_model, load_tokenizer
+    from .paths import EMBEDDED_DATASET
     from .train import tokenize_rows
 
     if settings.base not in ("lora_lab", "bitsandbytes"):
@@ -94,8 +95,8 @@ def build(settings: ShardSettings):
                                                                target_modules=targets, task_type="CAUSAL_LM"))
     tokenizer = load_tokenizer()
     needed = settings.steps * settings.micro_batches * settings.batch_size
-    texts = list(load_instruction_dataset()["text"][:needed])
-    return model, tokenizer, tokenize_rows(tokenizer, texts, settings.max_length)
+    rows = read_jsonl(EMBEDDED_DATASET / "train.jsonl")[:needed]  # the embedded rows (no `datasets` import to wait for)
+    return model, tokenizer, tokenize_rows(tokenizer, check_rows(rows, "train.jsonl"), settings.max_length)
 
 
 def micro_batch(rows, tokenizer, settings: ShardSettings, step: int, k: int) -> dict:
