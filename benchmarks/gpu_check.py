@@ -331,11 +331,26 @@ def run_fsdp(args, out: Path, checkpoint: Path, data: Path, report: dict) -> Non
     """The profile fully sharded over every GPU of the machine: each GPU's peak against the per-device estimate."""
     import subprocess
 
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    from lora_lab.fsdp import check_process_count
+    from lora_lab.memory import _linear_layers, meta_model
+
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    blocks = {n: i * o // 64 for n, i, o, head in _linear_layers(meta_model(llama_config(args))) if not head}
+
+    def divides(k):
+        try:
+            check_process_count(k, blocks)
+            return True
+        except ValueError:
+            return False
+
+    gpus = max((k for k in range(2, found + 1) if divides(k)), default=found)  # the kit wants equal shares of blocks
     report["command"] = " ".join(fsdp_command(args, out / "fsdp", checkpoint, data, max(gpus, 2)))
     if gpus < 2:
-        report["skipped"] = f"FSDP needs 2 or more GPUs; this machine has {gpus}"
+        report["skipped"] = f"FSDP needs 2 or more GPUs; this machine has {found}"
         return
+    if gpus < found:
+        report["note"] = f"{gpus} of the {found} GPUs: {found} does not divide every 4-bit layer's blocks"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
                                                                        os.environ.get("PYTHONPATH")]))}
     t0 = time.perf_counter()
@@ -456,6 +471,8 @@ def table(report: dict) -> str:
         lines += ["", "## the same profile fully sharded (FSDP-QLoRA)", "", f"- `{f['command']}`"]
         if "skipped" in f:
             lines.append(f"- skipped: {f['skipped']}")
+        if "note" in f:
+            lines.append(f"- {f['note']}")
         if "peak_mib" in f:
             e = f["estimate_mib"]
             lines += [f"- {f['gpus']} GPUs, plan {f['plan'].get('precision')}, 4-bit codes stored as "
