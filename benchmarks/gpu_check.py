@@ -14,7 +14,11 @@ What it does, in order, writing its table to OUT/gpu_check.md (and every figure 
    forced: fp16 compute, no bf16, paged AdamW; a few dozen steps;
 5. prints peak allocated and reserved memory during training against each part of
    `lora-lab estimate --profile llama2-7b-t4`, seconds per step, tokens per second, and whether it fit;
-6. runs the `tiny` profile end to end (under the same plan).
+6. on a machine with 2 or more GPUs, runs the same profile on the same checkpoint fully sharded over all of
+   them (FSDP-QLoRA: `accelerate launch --config_file "$(lora-lab fsdp-config)" --num_processes N -m lora_lab
+   finetune --sharding fsdp ...`, each GPU's own plan, uncapped) and prints each GPU's peak allocated memory
+   against the per-device estimate, next to the one-GPU run of step 4;
+7. runs the `tiny` profile end to end (under the same plan).
 
 On a GPU machine with its own Python, torch (2.11 or later) and transformers (5.17 or later), and no
 network: install the kit's other packages from local wheels (torch and transformers stay as they
@@ -311,6 +315,59 @@ def run_profile(args, out: Path, checkpoint: Path, data: Path, cuda: bool, repor
         report["peak_vs_estimate"] = report["peak_allocated"] / report["allocator_estimate"] - 1
 
 
+def fsdp_command(args, out: Path, checkpoint: Path, data: Path, gpus: int) -> list[str]:
+    """The command that fine-tunes the 7B profile on the random checkpoint, fully sharded over `gpus` processes."""
+    from lora_lab.fsdp import ACCELERATE_CONFIG
+
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CONFIG),
+            "--num_processes", str(gpus), "-m", "lora_lab", "finetune", "--profile", "llama2-7b-t4",
+            "--model", str(checkpoint), "--dataset", str(data), "--sharding", "fsdp", "--num-processes", str(gpus),
+            "--max-steps", str(args.steps), "--per-device-train-batch-size", str(args.batch_size),
+            "--max-length", str(args.seq_len), "--logging-steps", str(max(1, args.steps // 6)),
+            "--max-new-tokens", str(args.max_new_tokens), "--save-steps", "0", "--out", str(out), "--no-progress"]
+
+
+def run_fsdp(args, out: Path, checkpoint: Path, data: Path, report: dict) -> None:
+    """The profile fully sharded over every GPU of the machine: each GPU's peak against the per-device estimate."""
+    import subprocess
+
+    from lora_lab.fsdp import check_process_count
+    from lora_lab.memory import _linear_layers, meta_model
+
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    blocks = {n: i * o // 64 for n, i, o, head in _linear_layers(meta_model(llama_config(args))) if not head}
+
+    def divides(k):
+        try:
+            check_process_count(k, blocks)
+            return True
+        except ValueError:
+            return False
+
+    gpus = max((k for k in range(2, found + 1) if divides(k)), default=found)  # the kit wants equal shares of blocks
+    report["command"] = " ".join(fsdp_command(args, out / "fsdp", checkpoint, data, max(gpus, 2)))
+    if gpus < 2:
+        report["skipped"] = f"FSDP needs 2 or more GPUs; this machine has {found}"
+        return
+    if gpus < found:
+        report["note"] = f"{gpus} of the {found} GPUs: {found} does not divide every 4-bit layer's blocks"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
+                                                                       os.environ.get("PYTHONPATH")]))}
+    t0 = time.perf_counter()
+    done = subprocess.run(fsdp_command(args, out / "fsdp", checkpoint, data, gpus), env=env, capture_output=True,
+                          text=True)
+    report.update(gpus=gpus, seconds=round(time.perf_counter() - t0, 1), returncode=done.returncode)
+    (out / "fsdp.log").write_text(done.stdout + done.stderr)
+    if done.returncode:
+        raise RuntimeError(f"the FSDP run failed (exit {done.returncode}); its output is in {out / 'fsdp.log'}:\n"
+                           + done.stderr[-2000:])
+    metrics = json.loads((out / "fsdp" / "metrics.json").read_text())
+    estimate = metrics["memory_estimate_mb"]
+    report.update(peak_mib=metrics["peak_memory_mb_per_process"], estimate_mib=estimate,
+                  steps=metrics["steps"], train_seconds=metrics["train_seconds"], plan=metrics["plan"])
+    report["peak_vs_estimate"] = [peak / estimate["total"] - 1 for peak in report["peak_mib"]]
+
+
 def activations_kept(trainer, model, batch: dict, cuda: bool) -> tuple[int, str]:
     """Bytes one training forward leaves alive for backward, and how they were counted."""
     model.train()
@@ -409,6 +466,24 @@ def table(report: dict) -> str:
                   f"{p['steps']} steps, last logged loss {p['final_loss']:.4f}", f"- fit: {p['fit']}"]
         if "matches_lora_lab_estimate" in p:
             lines.append(f"- estimate identical to `lora-lab estimate --profile llama2-7b-t4`: {p['matches_lora_lab_estimate']}")
+    f = report.get("fsdp", {})
+    if f:
+        lines += ["", "## the same profile fully sharded (FSDP-QLoRA)", "", f"- `{f['command']}`"]
+        if "skipped" in f:
+            lines.append(f"- skipped: {f['skipped']}")
+        if "note" in f:
+            lines.append(f"- {f['note']}")
+        if "peak_mib" in f:
+            e = f["estimate_mib"]
+            lines += [f"- {f['gpus']} GPUs, plan {f['plan'].get('precision')}, 4-bit codes stored as "
+                      f"{f['plan'].get('quant_storage')}; {f['steps']} steps in {f['train_seconds']:.0f} s",
+                      f"- per-device estimate (longest row): {e['total']:.0f} MiB, of which weights {e['weights']:.0f}, "
+                      f"gathered layers {e.get('parallel_buffers', 0):.0f}, activations {e['activations']:.0f}", "",
+                      "| GPU | peak allocated MiB | vs estimate |", "|---|---|---|"]
+            for rank, (peak, diff) in enumerate(zip(f["peak_mib"], f["peak_vs_estimate"])):
+                lines.append(f"| {rank} | {peak:.0f} | {diff:+.1%} |")
+            if "peak_allocated" in p:
+                lines.append(f"- one GPU, the run above: {p['peak_allocated'] / MiB:.0f} MiB allocated at its peak")
     if "tiny" in report:
         t = report["tiny"]
         lines += ["", f"## tiny profile end to end ({t['precision']}): held-out exact match {t['before']:.1%} -> "
@@ -508,8 +583,14 @@ def main(argv=None) -> dict:
         report["profile"] = {}
         run_profile(args, out, checkpoint, data / "rows", cuda, report["profile"])
 
+    def sharded():
+        report["fsdp"] = {}
+        run_fsdp(args, out, checkpoint, data / "rows", report["fsdp"])
+
     try:
         stage("llama2-7b-t4 profile", profile)
+        if (data / "rows").exists():
+            stage("llama2-7b-t4 profile, fully sharded", sharded)
     finally:
         shutil.rmtree(data, ignore_errors=True)
         if not args.keep_checkpoint:

@@ -5,9 +5,12 @@
     lora-lab finetune --lora-r 8 --learning-rate 1e-3   # any setting of lora_lab.finetune.FinetuneConfig
     lora-lab finetune --out runs/r8 --resume            # continue an interrupted run from its last checkpoint
     lora-lab estimate --profile llama2-7b-t4            # the memory estimate alone
+    lora-lab estimate --profile llama2-70b-fsdp         # per GPU: one GPU, DDP and FSDP over two, compared
     lora-lab classroom release OUT/                     # a student copy: no solutions, exercise outputs cleared
     lora-lab classroom grade SUBMISSIONS/ --out grades.csv   # run and grade submitted notebooks
     accelerate launch --num_processes 2 -m lora_lab finetune ...   # data parallel, one process per GPU
+    accelerate launch --config_file "$(lora-lab fsdp-config)" --num_processes 2 -m lora_lab finetune --sharding fsdp
+                                                        # fully sharded over two GPUs (FSDP-QLoRA)
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from . import runs
 from .config import ConfigError, check_settings, config_keys, read_settings_file
 from .finetune import (
     PROFILES,
-    T4,
     FinetuneConfig,
     Hardware,
     NoGPUError,
@@ -36,6 +38,7 @@ from .finetune import (
     target_layers,
 )
 from .lora import ALL_LINEAR
+from .plan import planning_hardware
 
 HELP = {  # the trailing comments of FinetuneConfig, shortened
     "model": "hub id or local folder ('none': the embedded tiny Llama)",
@@ -47,6 +50,11 @@ HELP = {  # the trailing comments of FinetuneConfig, shortened
                       "output head); or one regular expression over whole module names, e.g. '.*self_attn\\.(q|v)_proj' "
                       "(a value with any of * + ? [ ] ( ) | ^ $ \\ is read as one)",
     "optim": "auto (paged_adamw_32bit on GPU, adamw_torch on CPU) or a transformers optimizer name",
+    "sharding": "auto (as launched), none (one process), ddp (each process a whole copy) or fsdp (each 1/N; "
+                "launch with `accelerate launch --config_file \"$(lora-lab fsdp-config)\"`)",
+    "num_processes": "processes (one per GPU); none: as launched, 1 for estimate",
+    "quant_storage": "dtype the packed 4-bit codes are stored in: auto (uint8, or the compute dtype under FSDP), "
+                     "uint8, float16, bfloat16 or float32",
     "max_steps": "optimizer steps; -1 trains num_train_epochs",
     "sample_prompts": "prompts answered before and after training, separated by '|'",
 }
@@ -116,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--no-progress", action="store_true", help="no progress bar")
     for p in (ft, est):
         add_config_arguments(p)
+    sub.add_parser("fsdp-config", help="print the path of the accelerate config file for FSDP (FSDP-QLoRA)",
+                   description="The accelerate config the kit ships for fully sharded training over GPUs: "
+                               "accelerate launch --config_file \"$(lora-lab fsdp-config)\" --num_processes N "
+                               "-m lora_lab finetune --sharding fsdp ...")
     _add_classroom(sub)
     return parser
 
@@ -234,10 +246,51 @@ def _config_from(args) -> tuple[FinetuneConfig, dict]:
     return config, coerced
 
 
+def _estimate(config: FinetuneConfig) -> int:
+    """`lora-lab estimate`: the per-device table; with several processes, one GPU, DDP and FSDP side by side."""
+    target_layers(config)  # the settings check finetune makes: every target matches a layer it can wrap
+    hardware = Hardware.detect()
+    if hardware.device == "cpu" and needs_gpu(config):
+        hardware = planning_hardware(config)
+        name = "Colab T4" if hardware.gpu == "Tesla T4" else hardware.gpu
+        print(f"(no GPU here: planned for a {name}, {hardware.memory_gib} GiB)")
+    run_plan = plan(config, hardware)
+    estimate = estimate_for(config, run_plan)
+    print(estimate.table())
+    budget = hardware.memory_gib
+    fits = lambda e: f"{'fits' if e.fits(budget) else 'does NOT fit'} in {budget:.2f} GiB" if budget else ""
+    if budget:
+        print(fits(estimate))
+    n = run_plan.get("num_processes", 1)
+    if n > 1:
+        gib = lambda e: f"{e.total / 2**30:7.2f} GiB"
+        one = dataclasses.replace(config, sharding="none", num_processes=1)
+        one_plan = {**run_plan, "sharding": "none", "num_processes": 1}
+        print("\nper device, side by side:")
+        rows = [("one device alone", estimate_for(one, one_plan))]
+        rows += [(f"{sharding.upper()} over {n} devices", estimate_for(config, {**run_plan, "sharding": sharding}))
+                 for sharding in ("ddp", "fsdp")]
+        for label, e in rows:
+            print(f"  {label:<22}{gib(e)}  {fits(e)}".rstrip())
+        if run_plan["sharding"] == "fsdp":
+            load = estimate.quant_constants + estimate_for(one, one_plan).weights
+            print(f"at load, before FSDP shards it, each process holds the whole 4-bit model (transformers loads it "
+                  f"onto the process's own device): {load / 2**30:.2f} GiB"
+                  + (f", which does NOT fit in {budget:.2f} GiB" if budget and load > budget * 2**30 else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 a setting or machine problem)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if args.command == "fsdp-config":
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        from .fsdp import ACCELERATE_CONFIG
+
+        print(ACCELERATE_CONFIG)
+        return 0
     if args.command == "classroom":
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -256,17 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         for key, note in coerced.items():
             print(f"lora-lab: {args.config}: {key} {note}", file=sys.stderr)
         if args.command == "estimate":
-            target_layers(config)  # the settings check finetune makes: every target matches a layer it can wrap
-            hardware = Hardware.detect()
-            if hardware.device == "cpu" and needs_gpu(config):
-                hardware = T4
-                print(f"(no GPU here: planned for a Colab T4, {T4.memory_gib} GiB)")
-            estimate = estimate_for(config, plan(config, hardware))
-            print(estimate.table())
-            budget = hardware.memory_gib
-            if budget:
-                print(f"{'fits' if estimate.fits(budget) else 'does NOT fit'} in {budget:.2f} GiB")
-            return 0
+            return _estimate(config)
         if args.print_config:
             print(json.dumps({"config": dataclasses.asdict(config), "plan": plan(config), "coerced": coerced},
                              indent=2, default=str))

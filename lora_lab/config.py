@@ -25,11 +25,12 @@ from pathlib import Path
 
 from .data import HUB_DATASET
 from .lora import ALL_LINEAR
-from .memory import LLAMA_PROJECTIONS
-from .models import HUB_MODEL
+from .memory import LLAMA_PROJECTIONS, SHARDINGS
+from .models import HUB_MODEL, HUB_MODEL_70B
 
 QUANTIZATIONS = ("nf4", "fp4", "none")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+QUANT_STORAGES = ("auto", "uint8", "float16", "bfloat16", "float32")  # bitsandbytes' bnb_4bit_quant_storage
 # transformers 5.24's SchedulerType and OptimizerNames values, listed so the check needs no slow import
 # (tests/test_config.py checks them against the installed transformers)
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
@@ -54,6 +55,10 @@ class FinetuneConfig:
     quantization: str = "nf4"           # "nf4" (QLoRA), "fp4", or "none" (LoRA over a 16/32-bit base)
     double_quant: bool = True           # 8-bit block scales: 4.127 instead of 4.5 bits per weight
     precision: str = "auto"             # compute dtype; auto: fp32 on a CPU, bf16 where the GPU has it, else fp16
+    # several processes (accelerate launch): how they share the model
+    sharding: str = "auto"              # "none", "ddp" (each holds a whole copy), "fsdp" (each holds 1/N); auto: as launched
+    num_processes: int | None = None    # None: as launched (1 for `lora-lab estimate`); given, it must match the launch
+    quant_storage: str = "auto"         # dtype the packed 4-bit codes are stored in; auto: uint8, or the compute dtype under FSDP
     # LoRA (PEFT's names)
     lora_r: int = 16                    # rank of each update B·A
     lora_alpha: float = 32              # updates scaled by lora_alpha / lora_r
@@ -87,10 +92,12 @@ class FinetuneConfig:
         self.validate()
 
     def validate(self) -> "FinetuneConfig":
-        """Check every field (in place: numbers given as text become numbers, paths text); raise ConfigError."""
+        """Check every field (in place: numbers given as text become numbers, paths text), then the fields that
+        must agree with one another (check_together); raise ConfigError."""
         values, _ = check_settings(dataclasses.asdict(self))
         for key, value in values.items():
             setattr(self, key, value)
+        check_together(self)
         return self
 
 
@@ -105,6 +112,16 @@ PROFILES: dict[str, dict] = {
         lr_scheduler_type="constant_with_warmup",  # the recipe's "constant" silently skips its own warmup
         max_length=1024, gradient_checkpointing=True, group_by_length=True, logging_steps=25, max_new_tokens=200,
         save_steps=25,  # the recipe's own: a Colab disconnect costs at most 25 steps (about 2.5 minutes on a T4)
+    ),
+    # Llama-2-70b-chat over two 24 GiB GPUs, fully sharded with a 4-bit base (FSDP-QLoRA, Answer.AI 2024): the 7B
+    # recipe with rank 16, one row of 1,024 tokens per device and step, and the 4-bit codes stored in the compute
+    # dtype so that FSDP shards them. `lora-lab estimate --profile llama2-70b-fsdp` shows why it needs both GPUs.
+    "llama2-70b-fsdp": dict(
+        model=HUB_MODEL_70B, dataset=HUB_DATASET, quantization="nf4", double_quant=True, sharding="fsdp",
+        num_processes=2, lora_r=16, lora_alpha=16, lora_dropout=0.1, learning_rate=2e-4, max_steps=-1,
+        num_train_epochs=1.0, per_device_train_batch_size=1, gradient_accumulation_steps=4, max_grad_norm=0.3,
+        warmup_ratio=0.03, weight_decay=0.001, lr_scheduler_type="constant_with_warmup", max_length=1024,
+        gradient_checkpointing=True, group_by_length=True, logging_steps=25, max_new_tokens=200, save_steps=25,
     ),
 }
 
@@ -142,6 +159,16 @@ def _number(kind: type, accepted: str, ok):
         return value
     check.reads_text = True
     return check
+
+
+def _optional(check):
+    """A checker that takes None (the setting's "as it comes" value) or what `check` takes."""
+    def optional(key, value):
+        if value is None or isinstance(value, str) and value.strip().lower() in ("none", "null"):
+            return None
+        return check(key, value)
+    optional.reads_text = getattr(check, "reads_text", False)
+    return optional
 
 
 def _boolean(key, value):
@@ -206,6 +233,9 @@ RULES = {
     "quantization": _choice(QUANTIZATIONS),
     "double_quant": _boolean,
     "precision": _choice(PRECISIONS),
+    "sharding": _choice(("auto",) + SHARDINGS),
+    "num_processes": _optional(_number(int, "an integer >= 1, or null (as launched)", lambda x: x >= 1)),
+    "quant_storage": _choice(QUANT_STORAGES),
     "lora_r": _number(int, "an integer >= 1", lambda x: x >= 1),
     "lora_alpha": _number(float, "a number > 0", lambda x: x > 0),
     "lora_dropout": _number(float, "a number in [0, 1)", lambda x: 0 <= x < 1),
@@ -278,6 +308,36 @@ def resolve_config(profile: str = "tiny", overrides: dict | None = None, **kwarg
     overrides.pop("profile", None)
     checked, _ = check_settings(overrides)
     return FinetuneConfig(**{**PROFILES[profile], **checked, "profile": profile})
+
+
+def check_together(config: "FinetuneConfig") -> None:
+    """The settings that must agree with one another, before anything loads; one ConfigError listing each clash.
+
+    sharding against num_processes (FSDP or DDP on one process, one process asked to share with others),
+    and quant_storage against sharding and quantization: under FSDP the 4-bit codes must be stored in a
+    float dtype, because accelerate leaves integer-stored 4-bit weights out of the sharding (every device
+    would hold all of them); the compute dtype is checked against it once the machine is known (plan.plan).
+    """
+    errors = []
+    n, sharding = config.num_processes, config.sharding
+    if sharding == "fsdp" and n == 1:
+        errors.append("sharding='fsdp' with num_processes=1: FSDP on one process shards nothing; give num_processes "
+                      ">= 2 (one per GPU) or sharding='none'")
+    elif sharding == "ddp" and n == 1:
+        errors.append("sharding='ddp' with num_processes=1: DDP on one process copies nothing; give num_processes >= 2 "
+                      "or sharding='none'")
+    elif sharding == "none" and n is not None and n > 1:
+        errors.append(f"sharding='none' with num_processes={n}: several processes share the work as 'ddp' (each "
+                      "holds a whole copy) or 'fsdp' (each holds 1/N); choose one")
+    if config.quant_storage != "auto" and config.quantization == "none":
+        errors.append(f"quant_storage={config.quant_storage!r} with quantization='none': there are no 4-bit codes to "
+                      "store; leave quant_storage='auto'")
+    elif config.quant_storage == "uint8" and sharding == "fsdp":
+        errors.append("quant_storage='uint8' with sharding='fsdp': accelerate leaves 4-bit weights stored as integers "
+                      "out of FSDP's sharding, so every device would hold all of them; store them in the compute "
+                      "dtype (quant_storage='auto', or 'bfloat16' / 'float16' / 'float32' as the precision is)")
+    if errors:
+        raise ConfigError("\n".join(errors))
 
 
 # ----------------------------------------------------------------------------- settings files

@@ -38,6 +38,7 @@ from .plan import (  # noqa: F401  (importable from here as before)
     Hardware,
     NoGPUError,
     estimate_for,
+    launched_processes,
     model_config_for,
     needs_gpu,
     plan,
@@ -71,7 +72,8 @@ def load_for_training(config: FinetuneConfig, run_plan: dict):
     dtype = DTYPES[run_plan["precision"]]
     if config.quantization != "none":
         # every 4-bit setting explicit: BitsAndBytesConfig's defaults are fp4, no double quant, fp32 compute
-        quantization = bnb_4bit_config(config.quantization, config.double_quant, compute_dtype=dtype)
+        quantization = bnb_4bit_config(config.quantization, config.double_quant, compute_dtype=dtype,
+                                       quant_storage=run_plan.get("quant_storage", "uint8"))
     tokenizer = load_tokenizer(config.model)
     model = load_base_model(config.model, quantization=quantization, dtype=dtype, device_map=run_plan["device_map"])
     prepare_tokenizer(tokenizer, model)  # (load_base_model already stopped bitsandbytes' CPU repacking)
@@ -172,7 +174,7 @@ def finetune(config: FinetuneConfig | None = None, out: str | os.PathLike = "run
     settings = json.loads(json.dumps(dataclasses.asdict(config), default=str))  # as run.json stores them
     start = runs.check_out(out, settings, overwrite=overwrite, resume=resume)  # reads only; all processes agree
     t_start = time.time()
-    run_plan = plan(config, hardware)
+    run_plan = plan(config, hardware, launched=launched_processes())  # how many processes, sharded how
     memory_at_start = current_memory_mb(run_plan["device"])  # libraries loaded, no model yet
     for source, kind in ((config.model, "model"), (config.dataset, "dataset")):  # fail before any download
         if source is not None and not is_local(source):
@@ -183,6 +185,8 @@ def finetune(config: FinetuneConfig | None = None, out: str | os.PathLike = "run
     train_rows, fit = fit_to_max_length(load_tokenizer(config.model), texts, config.max_length,
                                         config.completion_only_loss)
     eval_rows = eval_rows_for(config)
+    if run_plan.get("sharding") == "fsdp":
+        estimate_for(config, run_plan)  # on the meta model: the process count must divide every 4-bit layer's blocks
     # SFTConfig sets up the processes (one, or one per `accelerate launch`/torchrun worker): build it first
     args = SFTConfig(**sft_kwargs(config, run_plan, str(out / runs.CHECKPOINTS), progress))
     state = PartialState()
@@ -256,6 +260,7 @@ def finetune(config: FinetuneConfig | None = None, out: str | os.PathLike = "run
         after = measure(peft_model, tokenizer, config, eval_rows) if main else None
 
         losses = [h for h in trainer.state.log_history if "loss" in h]
+        peaks = _per_process(round(peak_memory_mb(run_plan["device"]), 1), state)
         metrics = {}
         if main:
             score = (lambda m: m["accuracy"]) if eval_rows is not None else (lambda m: m["samples"])
@@ -266,14 +271,17 @@ def finetune(config: FinetuneConfig | None = None, out: str | os.PathLike = "run
                 "train_seconds": round(train_seconds, 2), "total_seconds": round(time.time() - t_start, 2),
                 "resumed_from_step": int(start.checkpoint.name.split("-")[-1]) if start.checkpoint else None,
                 "checkpoints_saved": spent["count"], "checkpoint_seconds": round(spent["seconds"], 3),
-                "peak_memory_mb": round(peak_memory_mb(run_plan["device"]), 1),
+                "peak_memory_mb": peaks[0],
+                "peak_memory_mb_per_process": peaks,  # one per process, in rank order (under FSDP, each its own share)
+                "sharding": run_plan.get("sharding", "none"),
                 "peak_memory_kind": "GPU memory allocated" if run_plan["device"] == "cuda" else "process RSS",
                 "memory_at_start_mb": round(memory_at_start, 1),
                 "train_rows": {"kept": len(train_rows), "dropped": fit["dropped"], "cut": fit["cut"]},
                 "steps": trainer.state.global_step, "final_loss": losses[-1]["loss"] if losses else None,
                 "num_processes": state.num_processes, "trainable_params": trainable, "all_params": total,
                 "quantization": quant, "plan": run_plan, "memory_estimate_mb": {
-                    k: round(v / 2**20, 2) for k, v in estimate.as_dict().items() if k in estimate.PARTS + ("total",)},
+                    k: round(v / 2**20, 2) for k, v in estimate.as_dict().items()
+                    if k in estimate.PARTS + ("parallel_buffers", "total")},
                 "config": dataclasses.asdict(config),
             }
             # each file whole or not at all; run.json says "finished" only once all of them are in place
@@ -304,6 +312,17 @@ def _record_stop(out: Path, err: BaseException, say) -> None:
            "no checkpoint was saved yet, so the same command starts it again")
     say(f"lora-lab: the run in {out} {'was interrupted' if interrupted else 'failed'} and is recorded so in "
         f"{runs.RUN_FILE}; {how}")
+
+
+def _per_process(value, state) -> list:
+    """`value` from every process, in rank order (only this one's when there is one process)."""
+    if state.num_processes == 1:
+        return [value]
+    import torch.distributed as dist
+
+    values = [None] * state.num_processes
+    dist.all_gather_object(values, value)
+    return values
 
 
 def _show(metric) -> str:

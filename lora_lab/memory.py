@@ -8,6 +8,7 @@ built on PyTorch's meta device (no weights, no memory), so Llama-2-7B is counted
 
 from __future__ import annotations
 
+import collections
 import math
 from dataclasses import asdict, dataclass
 
@@ -23,6 +24,11 @@ LLAMA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pr
 LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                  num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5,
                  tie_word_embeddings=False)
+# Llama-2-70B's published config.json: grouped-query attention, 64 query heads sharing 8 key/value heads
+LLAMA2_70B = dict(LLAMA2_7B, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+                  num_key_value_heads=8)
+# how the processes share the work: one process; data parallel (each holds everything); fully sharded
+SHARDINGS = ("none", "ddp", "fsdp")
 
 
 def llama2_7b_config():
@@ -30,6 +36,13 @@ def llama2_7b_config():
     from transformers import LlamaConfig
 
     return LlamaConfig(**LLAMA2_7B)
+
+
+def llama2_70b_config():
+    """A `LlamaConfig` with Llama-2-70B's shape (80 layers, hidden 8192, MLP 28672, 8 key/value heads)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(**LLAMA2_70B)
 
 
 def meta_model(config) -> nn.Module:
@@ -42,7 +55,7 @@ def meta_model(config) -> nn.Module:
 
 @dataclass
 class MemoryEstimate:
-    """Bytes per part of a fine-tune's memory; `total` is their sum."""
+    """Bytes per part of a fine-tune's memory on one device (one process); `total` is their sum."""
 
     weights: int          # the base model: 4-bit codes of the linear layers, everything else in 16/32 bits
     quant_constants: int  # one absmax per block (8 bits each with double quantization, else 32)
@@ -53,12 +66,17 @@ class MemoryEstimate:
     params: int = 0           # parameters of the base model
     quantized_params: int = 0  # of which stored in 4 bits
     lora_params: int = 0      # trainable LoRA parameters
+    # several processes: what the parallelism itself holds. DDP: its gradient buckets, a second copy of
+    # the gradients; FSDP: the parameters gathered whole at the peak (see estimate_memory)
+    parallel_buffers: int = 0
+    num_processes: int = 1
+    sharding: str = "none"  # one of SHARDINGS
 
     PARTS = ("weights", "quant_constants", "lora_weights", "gradients", "optimizer_state", "activations")
 
     @property
     def total(self) -> int:
-        return sum(getattr(self, p) for p in self.PARTS)
+        return sum(getattr(self, p) for p in self.PARTS) + self.parallel_buffers
 
     def fits(self, budget_gib: float = T4_USABLE_GIB) -> bool:
         """True if the total stays under `budget_gib` (default: the 14.75 GiB a Colab T4 exposes)."""
@@ -70,10 +88,17 @@ class MemoryEstimate:
     def table(self, unit: str = "GiB") -> str:
         """The breakdown as plain text, one line per part."""
         scale = {"GiB": GIB, "MiB": 2**20}[unit]
-        width = max(len(p) for p in self.PARTS)
-        lines = [f"{p.replace('_', ' '):<{width}}  {getattr(self, p) / scale:10.3f} {unit}" for p in self.PARTS]
+        parts = self.PARTS + (("parallel_buffers",) if self.num_processes > 1 else ())
+        width = max(len(p) for p in parts)
+        lines = [f"{p.replace('_', ' '):<{width}}  {getattr(self, p) / scale:10.3f} {unit}" for p in parts]
         lines.append(f"{'total':<{width}}  {self.total / scale:10.3f} {unit}")
+        if self.num_processes > 1:
+            lines.append(f"(per device: {self.num_processes} processes, {_SHARDING_WORDS[self.sharding]})")
         return "\n".join(lines)
+
+
+_SHARDING_WORDS = {"none": "one process", "ddp": "data parallel, each holds a whole copy",
+                   "fsdp": "fully sharded"}
 
 
 def _spec(lora) -> tuple[int, list[str] | str, float]:
@@ -106,22 +131,50 @@ def _linear_layers(model: nn.Module) -> list[tuple[str, int, int, bool]]:
             for n, m in model.named_modules() if isinstance(m, nn.Linear) and ".lora_" not in n]
 
 
+def check_parallel(sharding: str, num_processes: int) -> None:
+    """ValueError unless `sharding` is one of SHARDINGS and fits `num_processes` (none: 1; ddp, fsdp: 2 or more)."""
+    if sharding not in SHARDINGS:
+        raise ValueError(f"sharding={sharding!r} is not accepted; choose one of {SHARDINGS}")
+    if not isinstance(num_processes, int) or isinstance(num_processes, bool) or num_processes < 1:
+        raise ValueError(f"num_processes={num_processes!r} is not accepted; give an integer >= 1")
+    if sharding == "none" and num_processes > 1:
+        raise ValueError(f"num_processes={num_processes} with sharding='none': several processes share the work as "
+                         "'ddp' (each holds a whole copy) or 'fsdp' (each holds 1/N); choose one")
+    if sharding != "none" and num_processes == 1:
+        what = "FSDP on one process shards nothing" if sharding == "fsdp" else "DDP on one process copies nothing"
+        raise ValueError(f"sharding={sharding!r} with num_processes=1: {what}; give num_processes >= 2, "
+                         "or sharding='none'")
+
+
 def estimate_memory(model_config, quant: str | None = "nf4", double_quant: bool = True, lora=None,
                     batch_size: int = 4, seq_len: int = 1024, optimizer: str = "paged_adamw_32bit",
                     gradient_checkpointing: bool = True, compute_dtype: str = "float16",
-                    blocksize: int = 64, fused_loss: bool = True) -> MemoryEstimate:
-    """Predict the memory of a QLoRA (quant="nf4"/"fp4") or LoRA (quant=None) fine-tune of a Llama-style model.
+                    blocksize: int = 64, fused_loss: bool = True, num_processes: int = 1,
+                    sharding: str = "none") -> MemoryEstimate:
+    """Predict the memory of a QLoRA (quant="nf4"/"fp4") or LoRA (quant=None) fine-tune of a Llama-style model,
+    per device: on each of `num_processes` devices.
 
     model_config: a transformers config (or dict of one), or the model itself; lora: a LoraConfig
     (lora_lab's or PEFT's) or a dict with r, target_modules, lora_dropout (default r=64 on all seven
     projections). compute_dtype is what activations and the unquantized weights are held in
     ("float16" on a T4, "float32" on a CPU). fused_loss: TRL 1.16's SFTTrainer computes the loss in
-    chunks and never holds the full logits; a plain loop holds them in fp32.
+    chunks and never holds the full logits; a plain loop holds them in fp32. batch_size is per device.
+
+    sharding: "none" (one process), "ddp" (each device holds everything, plus its gradient buckets: PyTorch
+    DDP's default, gradient_as_bucket_view=False, keeps a second copy of the gradients) or "fsdp" (full
+    shard, as PyTorch's FSDP2 splits each parameter on its first dimension: 1/N of the 4-bit codes, the
+    other weights, LoRA, gradients and optimizer state, rows rounded up; plus the parameters gathered whole
+    at the peak: the largest unit, the next decoder layer prefetched, and one layer's gradients before
+    their reduce-scatter). Under FSDP the 4-bit block scales stay whole on every device: bitsandbytes
+    keeps them in a QuantState beside the weight, where FSDP does not shard. Activations are per device.
+    Raises ValueError for a bad sharding or process count (lora_lab.fsdp.check_process_count: N must
+    divide every 4-bit layer's blocks).
     """
     if quant not in (None, "nf4", "fp4"):
         raise ValueError(f"quant={quant!r} is not one of None, 'nf4', 'fp4'")
     if compute_dtype not in DTYPE_BYTES:
         raise ValueError(f"compute_dtype={compute_dtype!r} is not one of {tuple(DTYPE_BYTES)}")
+    check_parallel(sharding, num_processes)
     if isinstance(model_config, dict):
         from transformers import LlamaConfig
         model_config = LlamaConfig(**model_config)
@@ -166,10 +219,54 @@ def estimate_memory(model_config, quant: str | None = "nf4", double_quant: bool 
     else:
         kept = tokens * layers * per_layer_bytes
     logits = 0 if fused_loss else tokens * vocab * 4  # log-probabilities in fp32
-    return MemoryEstimate(weights=weights, quant_constants=constants, lora_weights=4 * lora_params,
-                          gradients=4 * lora_params, optimizer_state=state_bytes * lora_params,
-                          activations=kept + logits, params=params, quantized_params=quantized,
-                          lora_params=lora_params)
+    estimate = MemoryEstimate(weights=weights, quant_constants=constants, lora_weights=4 * lora_params,
+                              gradients=4 * lora_params, optimizer_state=state_bytes * lora_params,
+                              activations=kept + logits, params=params, quantized_params=quantized,
+                              lora_params=lora_params, num_processes=num_processes, sharding=sharding)
+    if sharding == "ddp":
+        estimate.parallel_buffers = estimate.gradients
+    elif sharding == "fsdp":
+        if quant:
+            from .fsdp import check_process_count
+
+            check_process_count(num_processes, {n: math.ceil(i * o / blocksize) for n, i, o, head in linears if not head})
+        _shard(estimate, model, linears if quant else [], adapted, r, act, state_bytes)
+    return estimate
+
+
+def _unit(name: str) -> str:
+    """The FSDP unit a parameter is gathered with, as accelerate wraps a Llama: embeddings, each layer, the rest."""
+    parts = name.split(".")
+    if "layers" in parts:
+        return "layer " + parts[parts.index("layers") + 1]
+    return "embeddings" if "embed_tokens" in parts else "norm and head"
+
+
+def _shard(estimate: MemoryEstimate, model: nn.Module, linears, adapted, r: int, act: int, state_bytes: int) -> None:
+    """Per-device parts under FSDP2, in place: each parameter's rows split into N chunks of ceil(rows / N)."""
+    n = estimate.num_processes
+    quantized = {name for name, _, _, head in linears if not head}
+    weights, full = 0, collections.Counter()  # full: bytes of each unit gathered whole
+    for name, p in model.named_parameters():
+        if "lora_" in name:
+            continue
+        if name.removesuffix(".weight") in quantized and name.endswith(".weight"):
+            rows, row_bytes = math.ceil(p.numel() / 2), 1  # packed 4-bit codes, in whatever storage dtype
+        else:
+            rows, row_bytes = p.shape[0], p.numel() // p.shape[0] * act
+        weights += math.ceil(rows / n) * row_bytes
+        full[_unit(name)] += rows * row_bytes
+    lora_local, lora_full = 0, collections.Counter()
+    for name, i, o in adapted:  # A: (r, in), B: (out, r), fp32
+        lora_local += math.ceil(r / n) * i + math.ceil(o / n) * r
+        lora_full[_unit(name)] += r * (i + o) * 4
+    full.update(lora_full)
+    layers = [u for u in full if u.startswith("layer ")]
+    estimate.weights = weights
+    estimate.lora_weights = estimate.gradients = 4 * lora_local
+    estimate.optimizer_state = state_bytes * lora_local
+    estimate.parallel_buffers = (max(full.values()) + max((full[u] for u in layers), default=0)
+                                 + max((lora_full[u] for u in layers), default=0))
 
 
 # ----------------------------------------------------------------------------- measuring

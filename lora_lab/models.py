@@ -15,6 +15,7 @@ from .hub import is_local, require_hub
 from .paths import EMBEDDED_MODEL
 
 HUB_MODEL = "NousResearch/Llama-2-7b-chat-hf"  # an ungated copy of meta-llama/Llama-2-7b-chat-hf
+HUB_MODEL_70B = "NousResearch/Llama-2-70b-chat-hf"  # an ungated copy of meta-llama/Llama-2-70b-chat-hf
 QUANT_TYPES = ("nf4", "fp4")
 
 
@@ -32,9 +33,16 @@ def load_tokenizer(name_or_path: str | os.PathLike | None = None):
     return AutoTokenizer.from_pretrained(_resolve(name_or_path))
 
 
-def bnb_4bit_config(quant_type: str = "nf4", double_quant: bool = True, compute_dtype: torch.dtype = torch.float32):
-    """A `BitsAndBytesConfig` with every QLoRA setting explicit (transformers' defaults are fp4, no double quant, fp32)."""
+def bnb_4bit_config(quant_type: str = "nf4", double_quant: bool = True, compute_dtype: torch.dtype = torch.float32,
+                    quant_storage: str | torch.dtype = "uint8"):
+    """A `BitsAndBytesConfig` with every QLoRA setting explicit (transformers' defaults are fp4, no double quant, fp32).
+
+    quant_storage: the dtype the packed 4-bit codes are stored in (`bnb_4bit_quant_storage`): uint8, or under
+    FSDP the compute dtype, so that FSDP shards them with the other weights (lora_lab.fsdp explains why).
+    """
     from transformers import BitsAndBytesConfig
+
+    from .fsdp import storage_dtype
 
     if quant_type not in QUANT_TYPES:
         raise ValueError(f"quant_type={quant_type!r} is not one of {QUANT_TYPES}")
@@ -43,6 +51,7 @@ def bnb_4bit_config(quant_type: str = "nf4", double_quant: bool = True, compute_
         bnb_4bit_quant_type=quant_type,
         bnb_4bit_use_double_quant=double_quant,
         bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_quant_storage=storage_dtype(quant_storage),
     )
 
 

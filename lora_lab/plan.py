@@ -8,14 +8,15 @@ refused before the model loads.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 
 import torch
 
-from .config import FinetuneConfig
+from .config import ConfigError, FinetuneConfig
 from .lora import _features, check_rank, find_target_modules
-from .memory import estimate_memory, llama2_7b_config, meta_model
-from .models import HUB_MODEL
+from .memory import estimate_memory, llama2_7b_config, llama2_70b_config, meta_model
+from .models import HUB_MODEL, HUB_MODEL_70B
 from .paths import EMBEDDED_MODEL
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -41,15 +42,79 @@ class Hardware:
 
 
 T4 = Hardware("cuda", "Tesla T4", False, 14.75)  # Colab's free GPU, for planning without one
+# a 24 GiB consumer card (RTX 3090 or 4090, both with bf16), as Answer.AI's FSDP-QLoRA used two of; the CUDA
+# context takes a few hundred MiB of the 24 GiB, not counted here
+GPU_24GB = Hardware("cuda", "24 GiB GPU (RTX 3090/4090)", True, 24.0)
 
 
 def needs_gpu(config: FinetuneConfig) -> bool:
-    """Llama-2-7B needs a GPU; the same profile pointed at a local small model does not."""
-    return config.model == HUB_MODEL
+    """Llama-2-7B and 70B need a GPU; the same profiles pointed at a local small model do not."""
+    return config.model in (HUB_MODEL, HUB_MODEL_70B)
 
 
-def plan(config: FinetuneConfig, hardware: Hardware | None = None) -> dict:
-    """What this machine makes of the config: precision, 4-bit compute dtype, optimizer, where the model goes."""
+def planning_hardware(config: FinetuneConfig) -> Hardware:
+    """The GPU to plan for on a machine without one: 24 GiB cards for the 70B model, else a Colab T4."""
+    return GPU_24GB if config.model == HUB_MODEL_70B else T4
+
+
+def launched_processes() -> tuple[int, bool]:
+    """(processes, FSDP?) as `accelerate launch` (or torchrun) started this one: 1 and False when run directly."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return world, os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
+def parallel_plan(config: FinetuneConfig, hardware: Hardware, compute_dtype: str,
+                  launched: tuple[int, bool] | None = None) -> dict:
+    """{sharding, num_processes, quant_storage} for this config: as it says (an estimate), or as checked against
+    the launch (`launched`: (processes, FSDP?) of a real run). ConfigError for a sharding the launch or the
+    machine cannot give, and for a 4-bit storage dtype FSDP cannot shard alongside the compute dtype."""
+    sharding, n = config.sharding, config.num_processes
+    if launched is not None:
+        world, fsdp_launch = launched
+        if n is not None and n != world:
+            raise ConfigError(f"num_processes={n}, but this run was launched with {world} process(es): launch it with "
+                              f"`accelerate launch --num_processes {n} ...`, or leave num_processes out")
+        n = world
+        if sharding == "auto":
+            sharding = "fsdp" if fsdp_launch else "ddp" if world > 1 else "none"
+        elif (sharding == "fsdp") != fsdp_launch:
+            how = ("with an FSDP config: accelerate launch --config_file \"$(lora-lab fsdp-config)\" --num_processes N "
+                   "-m lora_lab finetune ..." if sharding == "fsdp" else "without an FSDP config")
+            raise ConfigError(f"sharding={sharding!r}, but this run was launched "
+                              f"{'without' if sharding == 'fsdp' else 'with'} accelerate's FSDP; launch it {how}")
+    n = n or 1
+    if sharding == "auto":
+        sharding = "none" if n == 1 else "ddp"
+    from .memory import check_parallel
+
+    try:
+        check_parallel(sharding, n)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if sharding == "fsdp" and launched is not None and hardware.device == "cpu":
+        raise ConfigError("sharding='fsdp' on a CPU: accelerate applies its FSDP plugin only to GPU (and other "
+                          "accelerator) processes; on a CPU it would run plain data parallelism, each process holding "
+                          "the whole model. Notebook 08 (lora_lab.fsdp_train) shards the kit's 4-bit layers with "
+                          "PyTorch's FSDP2 on CPU processes; this command shards on GPUs.")
+    storage = config.quant_storage
+    if storage == "auto":
+        storage = compute_dtype if sharding == "fsdp" else "uint8"
+    elif sharding == "fsdp" and storage != compute_dtype:
+        raise ConfigError(f"quant_storage={storage!r} with {compute_dtype} compute under FSDP: FSDP's mixed precision "
+                          f"casts every floating-point parameter to the compute dtype, which would turn 4-bit codes "
+                          f"stored as {storage} into other bytes; store them as the compute dtype "
+                          f"(quant_storage={compute_dtype!r} or 'auto')")
+    return {"sharding": sharding, "num_processes": n, "quant_storage": storage}
+
+
+def plan(config: FinetuneConfig, hardware: Hardware | None = None,
+         launched: tuple[int, bool] | None = None) -> dict:
+    """What this machine makes of the config: precision, 4-bit compute dtype, optimizer, where the model goes.
+
+    With several processes (or FSDP), also sharding, num_processes and quant_storage (parallel_plan; one
+    process without them, as before). launched: (processes, FSDP?) of a real run (launched_processes()),
+    checked against the config; None for a plan on paper (lora-lab estimate).
+    """
     hw = hardware or Hardware.detect()
     if hw.device == "cpu" and needs_gpu(config):
         raise NoGPUError(
@@ -68,14 +133,16 @@ def plan(config: FinetuneConfig, hardware: Hardware | None = None) -> dict:
         optim = "paged_adamw_32bit" if hw.device == "cuda" else "adamw_torch"
     if hw.device == "cpu" and optim.startswith("paged_"):  # paged optimizers page state through CUDA memory
         optim, note = "adamw_torch", f"optim={config.optim!r} needs a GPU: using 'adamw_torch' on this CPU"
+    compute_dtype = str(DTYPES[precision]).removeprefix("torch.")
+    parallel = parallel_plan(config, hw, compute_dtype, launched)
     from accelerate import PartialState
     index = PartialState(cpu=hw.device == "cpu").local_process_index
     return {
-        "device": hw.device, "gpu": hw.gpu, "precision": precision,
-        "compute_dtype": str(DTYPES[precision]).removeprefix("torch."),
+        "device": hw.device, "gpu": hw.gpu, "precision": precision, "compute_dtype": compute_dtype,
         "fp16": precision == "fp16", "bf16": precision == "bf16",  # mixed precision in the Trainer (AMP)
         "optim": optim, "optim_note": note,
         "device_map": {"": index if hw.device == "cuda" else "cpu"} if config.quantization != "none" else None,
+        **(parallel if parallel["num_processes"] > 1 else {}),
     }
 
 
@@ -113,9 +180,11 @@ def sft_kwargs(config: FinetuneConfig, run_plan: dict, output_dir: str, progress
 
 
 def model_config_for(config: FinetuneConfig):
-    """The transformers config of the model a fine-tune would load (Llama-2-7B's shape is known offline)."""
+    """The transformers config of the model a fine-tune would load (Llama-2-7B's and 70B's shapes are known offline)."""
     if config.model == HUB_MODEL:
         return llama2_7b_config()
+    if config.model == HUB_MODEL_70B:
+        return llama2_70b_config()
     from transformers import AutoConfig
     return AutoConfig.from_pretrained(str(config.model or EMBEDDED_MODEL))
 
@@ -141,4 +210,5 @@ def estimate_for(config: FinetuneConfig, run_plan: dict, seq_len: int | None = N
         lora={"r": config.lora_r, "target_modules": config.target_modules, "lora_dropout": config.lora_dropout},
         batch_size=config.per_device_train_batch_size, seq_len=seq_len or config.max_length,
         optimizer=run_plan["optim"], gradient_checkpointing=config.gradient_checkpointing,
-        compute_dtype=run_plan["compute_dtype"])
+        compute_dtype=run_plan["compute_dtype"], num_processes=run_plan.get("num_processes", 1),
+        sharding=run_plan.get("sharding", "none"))

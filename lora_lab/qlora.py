@@ -107,8 +107,12 @@ class NF4Linear(nn.Module):
             if t is not None and t.dtype not in (torch.float32, torch.uint8):
                 raise RuntimeError(f"the 4-bit block scales were cast to {t.dtype} (by model.to(dtype) or .half()?), "
                                    "which loses them: quantize after casting, or set the compute dtype instead")
-        return NF4Tensor(self.weight.data, self.absmax, self.blocksize, torch.Size((self.out_features, self.in_features)),
-                         self.weight_dtype, self.quant_type, self.offset, self.absmax2)
+        # the codes may be stored in another layout or dtype (lora_lab.fsdp stores them as rows of whole blocks,
+        # optionally viewed as floats): the bytes are the same, read back flat as uint8
+        packed = self.weight.data.view(torch.uint8).reshape(-1)  # (out * in / 2,) uint8
+        offset = None if self.offset is None else self.offset.reshape(())
+        return NF4Tensor(packed, self.absmax, self.blocksize, torch.Size((self.out_features, self.in_features)),
+                         self.weight_dtype, self.quant_type, offset, self.absmax2)
 
     def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The weight, (out_features, in_features), in `dtype` (default: the compute dtype)."""

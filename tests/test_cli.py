@@ -81,7 +81,7 @@ def test_a_yaml_config_file_reads_like_json(tmp_path, capsys):
     ({"double_quant": "false"}, "double_quant='false' is not accepted; double_quant takes true or false"),
     ({"target_modules": ["all-linear"]}, "'all-linear' stands alone"),
     ({"sample_prompts": "Hi?"}, "a single string is never split"),
-    ({"profile": "llama2"}, "profile='llama2' is not accepted; profile takes one of ('tiny', 'llama2-7b-t4')"),
+    ({"profile": "llama2"}, "profile='llama2' is not accepted; profile takes one of ('tiny', 'llama2-7b-t4', 'llama2-70b-fsdp')"),
 ])
 def test_a_bad_value_in_a_config_file_stops_before_anything_loads(tmp_path, capsys, nothing_loads, settings, words):
     path = tmp_path / "settings.json"
@@ -190,4 +190,6 @@ def test_runs_data_parallel_in_two_processes(tmp_path):
     # torchrun underneath: two CPU processes in one gloo group, each a copy of the model, batches split
     metrics = _accelerate(tmp_path, "--multi_gpu", "--num_processes", "2")
     assert metrics["num_processes"] == 2 and metrics["steps"] == 2
+    assert metrics["sharding"] == "ddp" and len(metrics["peak_memory_mb_per_process"]) == 2
+    assert metrics["memory_estimate_mb"]["parallel_buffers"] == metrics["memory_estimate_mb"]["gradients"]  # DDP's buckets
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()

@@ -20,7 +20,7 @@ from lora_lab.config import (
 
 # one bad value per field and kind of mistake: (key, value, words the error must hold besides key=value)
 BAD = [
-    ("profile", "llama2", "one of ('tiny', 'llama2-7b-t4')"),
+    ("profile", "llama2", "one of ('tiny', 'llama2-7b-t4', 'llama2-70b-fsdp')"),
     ("model", "", "a local folder or file, or a Hugging Face hub id"),
     ("model", 7, "hub id"),
     ("dataset", ["a.jsonl"], "hub id"),
@@ -29,6 +29,10 @@ BAD = [
     ("double_quant", "true", "true or false (a boolean); text is not read as a boolean"),
     ("double_quant", 1, "true or false"),
     ("precision", "fp8", "one of ('auto', 'fp32', 'fp16', 'bf16')"),
+    ("sharding", "zero3", "one of ('auto', 'none', 'ddp', 'fsdp')"),
+    ("num_processes", 0, "an integer >= 1, or null (as launched)"),
+    ("num_processes", "two", "an integer >= 1"),
+    ("quant_storage", "int8", "one of ('auto', 'uint8', 'float16', 'bfloat16', 'float32')"),
     ("lora_r", 0, "an integer >= 1"),
     ("lora_r", 8.0, "an integer >= 1, not a float"),
     ("lora_r", "8.0", "an integer >= 1"),
@@ -186,3 +190,29 @@ def test_a_file_that_is_not_a_mapping_of_settings_is_named(tmp_path, name, text,
     with pytest.raises(ConfigError) as err:
         read_settings_file(path)
     assert str(err.value).startswith(f"{path}: ") and words in str(err.value)
+
+
+# settings that must agree with one another: (settings, words of the one error), refused by every entry point
+CLASHES = [
+    (dict(sharding="fsdp", num_processes=1), "FSDP on one process shards nothing"),
+    (dict(sharding="ddp", num_processes=1), "DDP on one process copies nothing"),
+    (dict(sharding="none", num_processes=2), "sharding='none' with num_processes=2"),
+    (dict(sharding="fsdp", num_processes=2, quant_storage="uint8"), "accelerate leaves 4-bit weights stored as integers"),
+    (dict(quantization="none", quant_storage="bfloat16"), "there are no 4-bit codes to store"),
+]
+
+
+@pytest.mark.parametrize("settings, words", CLASHES, ids=[str(s) for s, _ in CLASHES])
+def test_settings_that_clash_are_refused_together_by_every_entry_point(settings, words):
+    for source in (lambda: resolve_config("tiny", **settings), lambda: FinetuneConfig(**settings),
+                   lambda: dataclasses.replace(FinetuneConfig(), **settings)):
+        with pytest.raises(ConfigError, match=words):
+            source()
+
+
+def test_parallel_settings_that_agree_are_kept_and_null_means_as_launched():
+    config = resolve_config("tiny", {"sharding": "fsdp", "num_processes": "2", "quant_storage": "float32"})
+    assert (config.sharding, config.num_processes, config.quant_storage) == ("fsdp", 2, "float32")
+    assert resolve_config("tiny", num_processes="null").num_processes is None
+    big = resolve_config("llama2-70b-fsdp")
+    assert (big.sharding, big.num_processes, big.per_device_train_batch_size) == ("fsdp", 2, 1)

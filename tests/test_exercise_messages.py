@@ -37,6 +37,7 @@ ANSWERS = [
     "prompt [/INST] answer </s>", "[/INST] {answer} </s>", "/ 8 / 2**30", "(d * k - 1) // (d + k)",
     "unflatten(-1, (-1, gs)).mean(-1)", "norm(adapted, dim=1)", "zeros - delta / scales", "− ΔW / scales",
     "sqrt(S[:r] / scaling)", "16 bytes per trainable",
+    "-(-shape[0] // world_size)", "v // num_processes", "absmax.unsqueeze(1)",
 ]
 
 
@@ -93,6 +94,8 @@ WRONG_CONSTANTS = {
                        _sampling_digits()),
     "training_bytes": (ex.check_training_bytes, lambda n, optimizer: 7 * n, ["3,735,552", "3735552", "16 bytes"]),
     "dora_magnitude": (ex.check_dora_magnitude, lambda w, a, b, s: torch.ones(w.shape[0]), ["tensor("]),
+    "shard_bytes": (ex.check_shard_bytes, lambda shape, size, world, rank: 7, ["589,824", "589824"]),
+    "fsdp_parts": (ex.check_fsdp_parts, lambda parts, n: {k: 1 for k in parts}, ["1,625,472", "1625472"]),
 }
 
 
@@ -273,9 +276,9 @@ def test_the_english_labels_and_not_done_message_are_unchanged():
 
 
 def test_exercises_lists_every_check_in_notebook_order_with_its_id_and_answer_name():
-    from lora_lab.exercises import beyond, concepts, finetune
+    from lora_lab.exercises import beyond, concepts, finetune, scaling
 
-    checks = {n for m in (concepts, finetune, beyond) for n in m.__all__ if n.startswith("check_")}
+    checks = {n for m in (concepts, finetune, beyond, scaling) for n in m.__all__ if n.startswith("check_")}
     assert {c.__name__ for c in ex.EXERCISES} == checks and len(ex.EXERCISES) == len(checks)
     ids = [c.exercise_id for c in ex.EXERCISES]
     assert ids == sorted(ids) and len(set(ids)) == len(ids) and all(re.fullmatch(r"\d\d\.\d", i) for i in ids)

@@ -213,7 +213,9 @@ def test_profiles_hold_the_recipe():
     assert (big.learning_rate, big.max_grad_norm, big.warmup_ratio, big.num_train_epochs, big.max_steps) == \
         (2e-4, 0.3, 0.03, 1.0, -1)
     assert (big.per_device_train_batch_size, big.quantization, big.double_quant) == (4, "nf4", True)
-    assert set(PROFILES) == {"tiny", "llama2-7b-t4"}
+    assert set(PROFILES) == {"tiny", "llama2-7b-t4", "llama2-70b-fsdp"}
+    huge = resolve_config("llama2-70b-fsdp")  # the 7B recipe over two GPUs, fully sharded (notebook 08)
+    assert (huge.sharding, huge.num_processes, huge.quantization, huge.lora_r) == ("fsdp", 2, "nf4", 16)
 
 
 def test_every_setting_can_be_overridden_and_unknown_keys_are_refused():

@@ -45,6 +45,12 @@ def test_small_run_on_the_cpu(gpu_check, tmp_path):
     assert len(report["parity"]) == 5 * 2
     assert all(r["packed_equal"] and r["absmax_equal"] for r in report["parity"] if not r["double_quant"])
     assert report["tiny"]["steps"] == 2 and report["tiny"]["precision"] == "fp32"
+    # the sharded run needs 2 or more GPUs: here its command is written down, with the shipped accelerate config
+    f = report["fsdp"]
+    assert f["skipped"] == "FSDP needs 2 or more GPUs; this machine has 0" and "## the same profile fully sharded" in text
+    from lora_lab.fsdp import ACCELERATE_CONFIG
+    assert f"--config_file {ACCELERATE_CONFIG} --num_processes 2 -m lora_lab finetune" in f["command"]
+    assert "--sharding fsdp --num-processes 2" in f["command"]
     with pytest.raises(SystemExit):  # never overwrites a finished check
         gpu_check.parse_args([str(out), *SMALL])
     # the GPU's lines of the table, rendered from this report with a GPU's figures added
@@ -53,8 +59,13 @@ def test_small_run_on_the_cpu(gpu_check, tmp_path):
                                  cap_gib=14.75)
     p.update(peak_allocated=p["estimate_total"], peak_reserved=2 * p["estimate_total"], device_used=3 * gib,
              allocator_estimate=p["estimate_total"] * 0.8, peak_vs_estimate=0.25)
+    f.pop("skipped")
+    f.update(gpus=2, peak_mib=[900.0, 1100.0], peak_vs_estimate=[-0.1, 0.1], steps=2, train_seconds=3.0,
+             plan={"precision": "bf16", "quant_storage": "bfloat16"},
+             estimate_mib={"total": 1000.0, "weights": 400.0, "parallel_buffers": 50.0, "activations": 300.0})
     text = gpu_check.table(report)
     assert "Tesla T4 (15.0 GiB), capped to 14.75 GiB" in text and "measured +25.0%  **more than 15% off**" in text
+    assert "| 1 | 1100 | +10.0% |" in text and "4-bit codes stored as bfloat16" in text
 
 
 def test_bad_arguments_fail_before_anything_loads(gpu_check, tmp_path, capsys):

@@ -15,6 +15,9 @@ from .finetune import *  # noqa: F401,F403
 # notebook 07
 from .beyond import *  # noqa: F401,F403
 
+# notebook 08
+from .scaling import *  # noqa: F401,F403
+
 EXERCISES = (
     check_compute_dtype, check_weights_gib, check_llama2_format,  # noqa: F405
     check_rank_r_matrix, check_lora_factors, check_max_useful_rank,  # noqa: F405
@@ -24,4 +27,5 @@ EXERCISES = (
     check_qlora_forward, check_nf4_bytes,  # noqa: F405
     check_pad_token, check_sampling_probs, check_training_bytes,  # noqa: F405
     check_pool_groups, check_fold_into_zeros, check_dora_magnitude, check_pissa_factors,  # noqa: F405
+    check_shard_bytes, check_fsdp_parts, check_dequantize_shard,  # noqa: F405
 )

@@ -520,4 +520,66 @@ MESSAGES = {
     "and B now train the directions that matter most.":
         "adapter bắt đầu với phần chính của W0, còn lớp gốc đóng băng giữ phần còn lại: lúc khởi tạo mô hình vẫn như "
         "cũ, nhưng giờ A và B huấn luyện những hướng quan trọng nhất.",
+
+    # ------------------------------------------------------------------------- 08 beyond one GPU (scaling.py)
+    "return a whole number of bytes (an int), got {kind}.":
+        "hãy trả về một số byte nguyên (int); bạn trả về {kind}.",
+    "shape {shape} over {world} processes: you split the bytes evenly, but FSDP splits the first dimension into "
+    "whole rows, ceil(rows / world_size) per process, so the last process holds fewer (or none).":
+        "hình dạng {shape} chia cho {world} tiến trình: bạn chia đều số byte, nhưng FSDP cắt chiều thứ nhất thành những "
+        "hàng nguyên vẹn, mỗi tiến trình ceil(rows / world_size) hàng, nên tiến trình cuối giữ ít hơn (hoặc không giữ "
+        "hàng nào).",
+    "shape {shape} over {world} processes: rows / world_size rounded down leaves rows that no process holds; FSDP "
+    "gives the first processes ceil(rows / world_size) rows each and the last what remains.":
+        "hình dạng {shape} chia cho {world} tiến trình: rows / world_size làm tròn xuống sẽ bỏ sót những hàng không "
+        "tiến trình nào giữ; FSDP cho các tiến trình đầu mỗi tiến trình ceil(rows / world_size) hàng, và tiến trình "
+        "cuối giữ phần còn lại.",
+    "shape {shape}, {size} bytes per element, world size {world}, rank {rank}: you returned {got:,} bytes, which is "
+    "not process {rank}'s share of the rows.":
+        "hình dạng {shape}, {size} byte mỗi phần tử, {world} tiến trình, rank {rank}: bạn trả về {got:,} byte, không "
+        "phải phần hàng của tiến trình {rank}.",
+    "FSDP cuts every parameter along its first dimension: whole rows, ceil(rows / N) per process. When N divides "
+    "the rows, every process holds exactly 1/N.":
+        "FSDP cắt mọi tham số theo chiều thứ nhất của nó: những hàng nguyên vẹn, mỗi tiến trình ceil(rows / N) hàng. "
+        "Khi N chia hết số hàng, mỗi tiến trình giữ đúng 1/N.",
+    "return a dict with the same parts as the one you were given: {parts}.":
+        "hãy trả về một dict có đúng các phần như dict bạn nhận được: {parts}.",
+    "activations are not divided: each process runs its own micro-batch and keeps its own activations, as many as "
+    "one process alone.":
+        "giá trị kích hoạt không bị chia: mỗi tiến trình chạy lô nhỏ (micro-batch) của riêng nó và giữ giá trị kích "
+        "hoạt của riêng nó, nhiều bằng một tiến trình chạy một mình.",
+    "quant_constants: bitsandbytes keeps the block scales in a QuantState beside the weight, not in a parameter; "
+    "FSDP splits only parameters, so every process holds all of them.":
+        "quant_constants: bitsandbytes giữ hệ số tỉ lệ của các khối trong một QuantState đặt cạnh trọng số, không "
+        "phải trong một tham số; FSDP chỉ chia các tham số, nên tiến trình nào cũng giữ toàn bộ chúng.",
+    "{part} is as one process holds it: that is data parallelism (DDP), where every process keeps everything. FSDP "
+    "gives each process 1/N of it.":
+        "{part} vẫn y như khi một tiến trình giữ nó: đó là song song dữ liệu (DDP), nơi tiến trình nào cũng giữ mọi "
+        "thứ. FSDP cho mỗi tiến trình 1/N của nó.",
+    "{part} over {n} processes: you returned {got:,} bytes; FSDP gives each process 1/N of it.":
+        "{part} chia cho {n} tiến trình: bạn trả về {got:,} byte; FSDP cho mỗi tiến trình 1/N của nó.",
+    "FSDP divides the weights, LoRA weights, gradients and optimizer state; each process still keeps its own "
+    "activations, and with bitsandbytes all the block scales.":
+        "FSDP chia trọng số, trọng số LoRA, gradient và trạng thái bộ tối ưu; mỗi tiến trình vẫn giữ giá trị kích hoạt "
+        "của riêng nó, và với bitsandbytes thì giữ toàn bộ hệ số tỉ lệ của các khối.",
+    "dequantize_shard's result": "kết quả của dequantize_shard",
+    "a shard of {n} blocks dequantizes to ({n}, 64), got {shape}.":
+        "một mảnh gồm {n} khối được giải lượng tử hóa thành ({n}, 64), nhưng bạn trả về {shape}.",
+    "these are the first process's values: use the codes and scales you were given, which are this process's own "
+    "blocks.":
+        "đây là các giá trị của tiến trình đầu tiên: hãy dùng các mã và hệ số tỉ lệ bạn nhận được, đó là những khối "
+        "của chính tiến trình này.",
+    "those are the code values in [-1, 1]: multiply each block by its scale, absmax[block].":
+        "đó là giá trị của các mã trong [-1, 1]: hãy nhân mỗi khối với hệ số tỉ lệ của nó, absmax[block].",
+    "the two codes of each byte are swapped: the first code is in the high nibble (byte >> 4), the second in the "
+    "low one (byte & 15).":
+        "hai mã trong mỗi byte bị đổi chỗ: mã thứ nhất nằm ở nửa cao (byte >> 4), mã thứ hai ở nửa thấp (byte & 15).",
+    "process {rank}'s blocks differ from the same blocks of the whole dequantized weight by up to {diff:.2e}.":
+        "các khối của tiến trình {rank} lệch tới {diff:.2e} so với cùng những khối đó trong toàn bộ trọng số đã giải "
+        "lượng tử hóa.",
+    "each process can dequantize its own blocks without the others: its codes and their scales travel together. "
+    "FSDP still gathers whole layers for the matmul, but nothing is ever cut in half.":
+        "mỗi tiến trình tự giải lượng tử hóa được các khối của mình mà không cần các tiến trình khác: mã và hệ số tỉ "
+        "lệ của chúng luôn đi cùng nhau. FSDP vẫn gom cả lớp lại cho phép nhân ma trận, nhưng không có gì bị cắt làm "
+        "đôi.",
 }
