@@ -765,8 +765,9 @@ assert group_grid[32]["share"] < 0.1  # groups of 32 can express little of the u
 # in place of the `raise`, run the cell, and the check says what is right or wrong. Solutions:
 # `notebooks/solutions/07_beyond_lora_solutions.ipynb`.
 #
-# **Exercise 1.** QA-LoRA's pooling: the mean of each group of `group_size` *neighbouring* features,
-# on the last axis: `(..., in_features)` → `(..., in_features / group_size)`.
+# **Exercise 1.** QA-LoRA's group mean x̄, `pool_groups`: the mean of each group of `group_size`
+# *neighbouring* features, on the last axis: `(..., in_features)` → `(..., in_features / group_size)`.
+# (The layer multiplies x̄ by G itself, before A.)
 
 # %%
 from lora_lab.exercises.beyond import (
