@@ -442,7 +442,7 @@ CATALOGUE = {
         ("fp32 on GPUs too", lambda name, bf16: torch.float32, WRONG, "a GPU computes twice as fast"),
         ("the dtype's name as a string", lambda name, bf16: "float32", WRONG, "not the string"),
         ("a value passed instead of the function", torch.float32, WRONG, "you passed a value"),
-        ("gpu_name.startswith on a CPU's None", dtype_crashes_on_a_cpu, WRONG, "your code raised"),
+        ("gpu_name.startswith on a CPU's None", dtype_crashes_on_a_cpu, WRONG, "On a CPU both arguments are None"),
     ],
     ex.check_weights_gib: [
         ("bits → bytes → GiB", lambda n, bits: n * bits / 8 / 2**30, RIGHT, None),
@@ -474,7 +474,7 @@ CATALOGUE = {
         ("a full random matrix", lambda d, k, r: torch.randn(d, k), WRONG, "multiply a random d × r matrix"),
         ("one column repeated", lambda d, k, r: torch.randn(d, 1).repeat(1, k), WRONG, "r independent random"),
         ("the second factor not transposed", lambda d, k, r: torch.randn(d, r) @ torch.randn(k, r), WRONG,
-         "your code raised"),
+         "the inner sizes must both be r"),
         ("k × d instead of d × k", lambda d, k, r: torch.randn(k, r) @ torch.randn(r, d), WRONG,
          "a d × k matrix is"),
     ],

@@ -30,11 +30,19 @@ def _right_dtype(gpu_name: str | None, bf16: bool | None) -> torch.dtype:
     return _dtype_by_spec(16, bool(bf16))
 
 
+def _cpu_hint(error: BaseException) -> str | None:
+    """An `explain` for _call on a CPU's (None, None): the learner's code used None as a GPU name."""
+    if isinstance(error, (AttributeError, TypeError)) and "NoneType" in str(error):
+        return _("On a CPU both arguments are None (there is no GPU to name): test for gpu_name is None before "
+                 "using it as a string.")
+    return None
+
+
 @_check("Exercise 00.1 · compute_dtype_for")
 def check_compute_dtype(fn) -> str:
     """fn(gpu_name or None, bf16_supported or None) -> the torch dtype to compute in."""
     for name, bf16 in _MACHINES:
-        got, want = _call(fn, name, bf16), _right_dtype(name, bf16)
+        got, want = _call(fn, name, bf16, explain=_cpu_hint if name is None else None), _right_dtype(name, bf16)
         if isinstance(got, str):
             raise AssertionError(_("return a torch dtype, not the string {got!r}: the dtypes are objects of "
                                    "torch (torch.<name>).").format(got=got))

@@ -96,6 +96,10 @@ MESSAGES = {
         "hướng dẫn, từng khoảng trắng một.",
     "your rows have the data's format, BOS to EOS, as in mlabonne/guanaco-llama2-1k.":
         "các dòng của bạn đúng định dạng của dữ liệu, từ BOS đến EOS, như trong mlabonne/guanaco-llama2-1k.",
+    "On a CPU both arguments are None (there is no GPU to name): test for gpu_name is None before using it as a "
+    "string.":
+        "Trên CPU cả hai đối số đều là None (không có GPU nào để gọi tên): hãy kiểm tra gpu_name is None trước khi "
+        "dùng nó như một chuỗi.",
     "MiB (2**20 bytes)": "MiB (2**20 byte)",
     "KiB (2**10 bytes)": "KiB (2**10 byte)",
     "weights_gib({n:,}, {bits}) = {got:.4g} is in {unit}; a GiB is 2**30 bytes, 1024 times 1024 times 1024.":
@@ -153,6 +157,9 @@ MESSAGES = {
     "below.":
         "các thừa số của LoRA vẫn tốn ít hơn ma trận 4096 × 4096 cho đến r = {square}; LoRA dùng r = 8 hoặc 64 ở "
         "đó, thấp hơn rất nhiều.",
+    "A (d × r) matrix times an (r × k) one: the inner sizes must both be r, and the result is d × k.":
+        "Một ma trận (d × r) nhân với một ma trận (r × k): hai kích thước ở giữa phải cùng là r, và kết quả có kích "
+        "thước d × k.",
 
     # ------------------------------------------------------------------------- 02 LoRA from scratch
     "the layer has no `{attr}` attribute; use PEFT's names: base_layer (the frozen nn.Linear), lora_A (in → r) "
