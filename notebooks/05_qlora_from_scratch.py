@@ -363,7 +363,7 @@ assert abs(gap) <= 0.05  # 4-bit QLoRA within 5 points of fp32 LoRA, on this one
 # **What this shows.** Fine-tuning through a 4-bit copy of the weights trained as well as fine-tuning
 # the full-precision model: the same loss curve, and held-out scores within 5 points (the table above).
 # How much of that gap is the 4-bit base and how much chance, one seed cannot say: this notebook trains
-# each once, and a second seed would take another minute. That is the QLoRA paper's finding — 4-bit
+# each once, and a second seed would double the training time. That is the QLoRA paper's finding — 4-bit
 # NF4 with double quantization matched 16-bit LoRA and full fine-tuning on GLUE and
 # Super-NaturalInstructions (its Table 3) and matched 16-bit LoRA on 5-shot MMLU (its Table 4) — here
 # on a 2.4M-parameter model and one seed, so read it as a demonstration, not a measurement. Why it
