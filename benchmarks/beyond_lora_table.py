@@ -80,7 +80,7 @@ def merge_table(args, tok, texts, held_out) -> None:
         for label, pool_scale in (("QA-LoRA", None), ("QA-LoRA, plain group mean", 1)):
             torch.manual_seed(seed)
             qalora = get_qalora_model(lora_lab.load_base_model(), config, args.group_size)
-            if pool_scale is not None:  # the reference code's pooling, instead of PEFT's mean × G
+            if pool_scale is not None:  # the reference code feeds A the group mean x̄, PEFT feeds it G · x̄
                 for _, layer in lora_layers(qalora):
                     layer.pool_scale = pool_scale
             t0 = time.time()

@@ -174,11 +174,11 @@ assert entropies[0] < entropies[1] < entropies[2]  # higher temperature, more un
 assert probs[0.5][top[0]] > probs[1.0][top[0]] > probs[2.0][top[0]]  # the favourite's share falls
 
 fig, axes = plots.figure(ncols=3, width=3.0, height=2.4)
+axes[0].set_ylabel("probability")
 for ax, t in zip(axes, TEMPS):
     ax.bar(range(8), probs[t][top].numpy(), color="tab:blue")
     ax.set(xticks=range(8), ylim=(0, 1), title=f"T = {t}")
     ax.set_xticklabels(names, rotation=60, fontsize=7)
-axes[0].set_ylabel("probability")
 
 # %% [markdown]
 # **Entropy** measures how spread out the distribution is: −Σ pᵢ·log pᵢ, in *nats* because the log is
@@ -233,9 +233,10 @@ assert third["reply"].startswith(third["answer"]) and third["reply"] != third["a
 # | 06 QLoRA fine-tune of Llama-2 | the full recipe: tiny model on CPU, Llama-2-7B on a Colab T4 |
 # | 07 beyond plain LoRA | QA-LoRA's exact 4-bit merge, DoRA, PiSSA and LoftQ, each checked against PEFT |
 #
-# Each notebook runs on a CPU in under two minutes. To open one in Colab, click the *Open in Colab*
-# badge at its top (or in the README): Colab loads it from GitHub, and its first code cell installs the
-# kit, about a minute the first time. Every notebook but 06's Llama-2 path runs on Colab's CPU runtime too; for
+# Each notebook runs top to bottom on a 2-core CPU in under 90 seconds (`make test` fails a notebook
+# that takes over twice that while sharing the cores with another test). To open one in Colab, click
+# the *Open in Colab* badge at its top (or in the README): Colab loads it from GitHub, and its first code
+# cell installs the kit, about a minute the first time. Every notebook but 06's Llama-2 path runs on Colab's CPU runtime too; for
 # Llama-2-7B in notebook 06, choose *Runtime → Change runtime type → T4 GPU* before running. Each
 # notebook ends with exercises whose checks tell you what is right or wrong; the solutions are in
 # `notebooks/solutions/`.

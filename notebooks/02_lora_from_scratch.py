@@ -284,12 +284,19 @@ texts = lora_lab.load_instruction_dataset()["text"]
 RANKS, ALPHAS = [2, 8, 32], [4, 16, 64]
 
 
+def entry_size(m, name):
+    """Root-mean-square of the entries of every lora_A (name="lora_A") or lora_B, averaged over the layers."""
+    sizes = [getattr(layer, name).weight.detach().pow(2).mean().sqrt().item() for _, layer in lora_layers(m)]
+    return sum(sizes) / len(sizes)
+
+
 def run(r, lora_alpha):
     torch.manual_seed(0)  # the same A draws wherever shapes agree
     m = lora_lab.inject_lora(copy.deepcopy(pretrained), lora_lab.LoraConfig(r=r, lora_alpha=lora_alpha))
     res = train(m, tok, texts, TrainConfig(steps=60, batch_size=16, lr=3e-3, max_length=64, seed=0))
     norms = [layer.get_delta_weight().norm().item() for _, layer in lora_layers(m)]
-    return {"losses": res.losses, "delta_norm": sum(norms) / len(norms), "seconds": res.seconds}
+    return {"losses": res.losses, "delta_norm": sum(norms) / len(norms), "seconds": res.seconds,
+            "A": entry_size(m, "lora_A"), "B": entry_size(m, "lora_B")}
 
 
 grid = precompute(run, r=RANKS, lora_alpha=ALPHAS)
@@ -333,10 +340,13 @@ def show_run(r, lora_alpha):
             + ", ".join(f"α = {a}: {g['delta_norm'] * a / lora_alpha:.3f}" for a in ALPHAS))
     fig, (ax1, ax2) = plots.figure(ncols=2, width=4.0)
     plots.plot_curves(ax1, curves, highlight=label(r, lora_alpha), title="training loss")
-    ax2.imshow(norm_grid.log().numpy(), cmap="Reds")  # colour on a log scale: the sizes span over 10×
+    shade = norm_grid.log()  # colour on a log scale: the sizes span over 10×
+    ax2.imshow(shade.numpy(), cmap="Reds")
+    dark = shade.min() + 0.6 * (shade.max() - shade.min())  # above this the cell is dark red: white text
     for i, r_ in enumerate(RANKS):
         for j, a in enumerate(ALPHAS):
             ax2.text(j, i, f"{norm_grid[i, j]:.2f}", ha="center", va="center",
+                     color="white" if shade[i, j] > dark else "black",
                      fontweight="bold" if (r_, a) == (r, lora_alpha) else "normal")
     ax2.set(xticks=range(3), xticklabels=ALPHAS, yticks=range(3), yticklabels=RANKS, xlabel="α", ylabel="r",
             title="‖(α/r)·B·A‖ after training")
@@ -393,8 +403,11 @@ print(f"α/r ≤ 8: all {len(steady)} runs end within {0.4} of each other, below
 # A common rule is to keep α/r fixed (α = 2r, say) when changing r. In the last panel above, with α/r = 2
 # for r = 2, 8, 32, the update does not grow with r — it shrinks from r = 2 to r = 8. That is the kit's
 # initialisation at work: like PEFT's `init_lora_weights="gaussian"`, it draws A with standard deviation
-# 1/r, so A's entries shrink as r grows, and so does the gradient that reaches B (B starts at zero and
-# learns through A). PEFT's *default* (`init_lora_weights=True`) draws A Kaiming-uniform, with a size set
+# 1/r, so A's entries shrink as r grows. The gradient that reaches B shrinks with them (B learns through
+# A), but `lora_lab.train` steps with AdamW, which divides each gradient by its own running size: every
+# entry of B moves by about the learning rate per step, whatever that size. So after training B's entries
+# are of similar size at every r; what stays small is A, inside B·A, a sum of r products whose A factors
+# are of size 1/r. PEFT's *default* (`init_lora_weights=True`) draws A Kaiming-uniform, with a size set
 # by the layer's input width and not by r. Three more runs, α = 2r with PEFT's default initialisation:
 
 # %%
@@ -404,32 +417,46 @@ def run_kaiming(r):
     m = lora_lab.inject_lora(copy.deepcopy(pretrained), config)
     res = train(m, tok, texts, TrainConfig(steps=60, batch_size=16, lr=3e-3, max_length=64, seed=0))
     norms = [layer.get_delta_weight().norm().item() for _, layer in lora_layers(m)]
-    return {"losses": res.losses, "delta_norm": sum(norms) / len(norms)}
+    return {"losses": res.losses, "delta_norm": sum(norms) / len(norms), "A": entry_size(m, "lora_A"),
+            "B": entry_size(m, "lora_B")}
 
 
 kaiming = {r_: run_kaiming(r_) for r_ in RANKS}
 
 # %% tags=["nbval-ignore-output"]
-rows = [(r_, 2 * r_, f"{grid[r_, 2 * r_]['delta_norm']:.2f}" if 2 * r_ in ALPHAS else "—",
+gaussian = {r_: grid[r_, 2 * r_] for r_ in RANKS}  # the grid's α = 2r runs (α = 4, 16, 64)
+rows = [(r_, 2 * r_, f"{gaussian[r_]['delta_norm']:.2f}", f"{sum(gaussian[r_]['losses'][-5:]) / 5:.3f}",
          f"{kaiming[r_]['delta_norm']:.2f}", f"{sum(kaiming[r_]['losses'][-5:]) / 5:.3f}") for r_ in RANKS]
-plots.print_table(["r", "α = 2r", "‖ΔW‖, Gaussian A (std 1/r)", "‖ΔW‖, PEFT's default A", "loss, PEFT's default"],
-                  rows)
+plots.print_table(["r", "α = 2r", "‖ΔW‖, Gaussian A (std 1/r)", "loss, Gaussian A", "‖ΔW‖, PEFT's default A",
+                   "loss, PEFT's default A"], rows)
+rows = [(r_, *(f"{run_[part]:.3f}" for run_ in (gaussian[r_], kaiming[r_]) for part in ("A", "B"))) for r_ in RANKS]
+plots.print_table(["r", "A entries (RMS), Gaussian", "B entries, Gaussian", "A entries, PEFT's default",
+                   "B entries, PEFT's default"], rows)
 
 # %% [markdown]
-# With PEFT's default initialisation, keeping α/r fixed makes a larger r a larger update — and here a
-# lower loss: the effective learning rate moves with r, not only the capacity. With the Gaussian
-# initialisation it does not. So "at a fixed α, r changes little" or "α = 2r keeps the step the same" are
-# statements about one initialisation, not about LoRA: check which one your library uses. (rsLoRA,
-# `use_rslora=True`, scales by α/√r instead of α/r; its paper, Kalajdzievski 2023, shows that this keeps
-# learning stable as r grows.)
+# With PEFT's default initialisation, keeping α/r fixed makes a larger r a larger update: the effective
+# learning rate moves with r, not only the capacity. With the Gaussian initialisation the update does not
+# grow with r. In both, after training, B's entries are of similar size at every r (AdamW's steps do not
+# depend on the gradient's size); A's entries shrink with r under the Gaussian initialisation, as its 1/r
+# draws do, and barely change with r under PEFT's default. Under both the loss still falls a little as r
+# grows: capacity helps too. So "at a fixed α, r changes little" or "α = 2r keeps the step the same" are
+# statements about one initialisation and one optimizer, not about LoRA: check which ones your library
+# uses. (rsLoRA, `use_rslora=True`, scales by α/√r instead of α/r; its paper, Kalajdzievski 2023, shows
+# that this keeps learning stable as r grows.)
 
 # %%
 assert kaiming[2]["delta_norm"] < kaiming[8]["delta_norm"] < kaiming[32]["delta_norm"]  # grows with r
-assert grid[2, 4]["delta_norm"] > grid[8, 16]["delta_norm"]  # the Gaussian init: it does not
-late = {r_: sum(kaiming[r_]["losses"][-5:]) / 5 for r_ in RANKS}
-assert late[2] > late[8] > late[32]
-print("PEFT's default init, α = 2r: the update grows with r and the loss falls; Gaussian init (std 1/r): "
-      "it does not")
+assert gaussian[2]["delta_norm"] > gaussian[8]["delta_norm"]  # the Gaussian init: it does not
+assert gaussian[32]["delta_norm"] < 1.1 * gaussian[8]["delta_norm"]
+for runs in (gaussian, kaiming):
+    late = [sum(runs[r_]["losses"][-5:]) / 5 for r_ in RANKS]
+    assert late[0] > late[1] > late[2]  # the loss falls as r grows, under both
+    b_sizes = [runs[r_]["B"] for r_ in RANKS]
+    assert max(b_sizes) < 2.5 * min(b_sizes)  # B's entries: of similar size at every r (AdamW)
+assert gaussian[2]["A"] > 8 * gaussian[32]["A"]  # A's entries shrink with r under the Gaussian init
+assert max(kaiming[r_]["A"] for r_ in RANKS) < 2 * min(kaiming[r_]["A"] for r_ in RANKS)  # not under PEFT's
+print("α = 2r: with PEFT's default init the update grows with r; with the Gaussian init (std 1/r) it does not, "
+      "since A's entries shrink with r while AdamW keeps B's of similar size. The loss falls with r under both.")
 
 # %% [markdown]
 # ## Exercises

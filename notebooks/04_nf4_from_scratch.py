@@ -581,26 +581,46 @@ assert training["QLoRA (NF4 + double quant base + adapter)"] / GiB < 7 < 14.75 <
 #
 # After a QLoRA fine-tune it is tempting to add ΔW = (α/r)·B·A into the base and requantize, to ship
 # one 4-bit model. But requantizing rounds every weight to the NF4 grid again — a rounding error of about
-# 9% of σ per weight, as measured above. An update smaller than that mostly vanishes. Measured with a
-# rank-8 update of different sizes on the matrix `W`:
+# 9% of σ per weight, as measured above. An update smaller than that mostly vanishes. The adapter was
+# trained on top of the dequantized weights, dequant(NF4(W0)), so what the fine-tuned model computes is
+# dequant(NF4(W0)) + ΔW; each way of merging is measured against that. Measured with a rank-8 update of
+# different sizes on the matrix `W`: requantized to NF4; kept as dequant(NF4(W)) + ΔW in fp16 and in bf16
+# (a 16-bit copy of the dequantized base); and added to the original full-precision W instead, which is
+# what reloading the base in 16 bits and merging there does:
 
 # %%
 W_nf4 = nf4.quantize_nf4(W).dequantize()
 direction = torch.randn(512, 8, generator=g) @ torch.randn(8, 192, generator=g)  # a rank-8 update
-rows = []
+merges, rows = [], []
 for rel in (0.01, 0.05, 0.2, 1.0):
     delta = direction / direction.norm() * W.norm() * rel
     exact = W_nf4 + delta  # what the fine-tuned model computes with the adapter kept apart
     merged = nf4.quantize_nf4(exact).dequantize()  # add, then requantize to NF4
     kept = ((merged - W_nf4) * delta).sum() / delta.pow(2).sum()  # share of ΔW that survives
-    rows.append((f"{rel:.0%}", f"{kept:.0%}", f"{(merged - exact).norm() / delta.norm():.2f}"))
-plots.print_table(["‖ΔW‖ / ‖W‖", "share of ΔW kept", "error / ‖ΔW‖"], rows)
+    error = {"nf4": merged, "fp16": exact.half().float(), "bf16": exact.bfloat16().float(), "original W": W + delta}
+    error = {k: ((v - exact).norm() / delta.norm()).item() for k, v in error.items()}  # each merge's error / ‖ΔW‖
+    merges.append((rel, error))
+    rows.append((f"{rel:.0%}", f"{kept:.0%}", *(f"{error[k]:.2g}" for k in ("nf4", "fp16", "bf16", "original W"))))
+plots.print_table(["‖ΔW‖ / ‖W‖", "NF4 again: share of ΔW kept", "NF4 again: error / ‖ΔW‖", "fp16 copy: error",
+                   "bf16 copy: error", "original W + ΔW: error"], rows)
+rounding = ((W - W_nf4).norm() / W.norm()).item()  # NF4's own error, relative to W
+for rel, error in merges:
+    assert error["fp16"] < 0.03 and error["bf16"] < 0.2 and error["bf16"] < error["nf4"] / 5  # 16-bit copies keep ΔW
+    assert abs(error["original W"] - rounding / rel) < 1e-3 * rounding / rel  # the whole NF4 rounding, whatever ΔW
+assert merges[0][1]["original W"] > 5 and merges[0][1]["nf4"] > 1  # a 1% update: both off by more than ΔW itself
 
 # %% [markdown]
-# So keep the adapter as an adapter (that is what QLoRA does), or merge it into a **16-bit** copy of the
-# dequantized base (`lora_lab.qlora.merge_and_dequantize`, PEFT's `merge_and_unload` on a 16-bit reload).
-# QA-LoRA (Xu et al. 2023) goes further: it trains the adapter group-wise, aligned with the quantization
-# groups, so that it can be merged into the quantized weights without this loss.
+# Requantizing loses most of a small update. Adding ΔW to the original W does worse in another way: the
+# adapter learned to correct dequant(NF4(W)), not W, so that merge carries the whole 4-bit rounding error,
+# W − dequant(NF4(W)), whatever the size of ΔW — more than five times a 1% update here. A 16-bit copy of
+# the dequantized base keeps ΔW: fp16 within 3% of the smallest update, bf16 (three fewer mantissa bits)
+# within 20%, and fp32 exactly. So keep the adapter as an adapter (that is what QLoRA does), or merge it
+# into the **dequantized** base, dequant(NF4(W0)) + ΔW, kept in 16 or 32 bits:
+# `lora_lab.qlora.merge_and_dequantize`, or with transformers and PEFT, `merge_and_unload()` on the 4-bit
+# model after `model.dequantize()` — not on a fresh 16-bit reload of the original model. Notebook 05
+# measures what each merge does to a fine-tuned model's logits. QA-LoRA (Xu et al. 2023, notebook 07)
+# goes further: it trains the adapter group-wise, aligned with the quantization groups, so that it can be
+# merged into the quantized weights without this loss.
 #
 # ## Exercises
 #

@@ -32,7 +32,7 @@
 #   to a saved adapter;
 # - **LoftQ** (Li et al. 2023): choose the 4-bit weight and the adapter's start together.
 #
-# To run in under two minutes on a laptop CPU, the fine-tunes here are short (100 steps) and scored on
+# To run in under 90 seconds on a laptop CPU, the fine-tunes here are short (100 steps) and scored on
 # 100 of the 250 held-out rows. `python benchmarks/beyond_lora_table.py` runs the full-size version.
 
 # %%
@@ -79,6 +79,7 @@ from lora_lab.qalora import (
     QALoRALinear,
     dequantize_int4,
     get_qalora_model,
+    pool_groups,
     quantize_int4,
 )
 from lora_lab.qlora import get_qlora_model, merge_and_dequantize
@@ -143,14 +144,17 @@ assert int4_error < nf4_error  # smaller groups, and their own zero point, at 5 
 # **The adapter.** A group-wide shift is a change this format stores exactly: adding the same
 # ΔW to every weight of a group is `zero −= ΔW / scale`, and the codes do not change. So QA-LoRA lets
 # the adapter produce only such changes: its A reads the input *averaged over each group*, so A has one
-# column per group, r × G instead of r × in_features:
+# column per group, r × G instead of r × in_features. Two quantities, two names: the **group mean**
+# x̄ (what `lora_lab.qalora.pool_groups` returns, and what Exercise 1 asks for) and the input A reads,
+# G · x̄:
 #
-# $$h = \tilde W x + \tfrac{\alpha}{r}\, B\, A\, \mathrm{pool}(x), \qquad \mathrm{pool}(x)_g = G \cdot \operatorname{mean}_{j \in g} x_j$$
+# $$\bar x_g = \operatorname{mean}_{j \in g} x_j, \qquad h = \tilde W x + \tfrac{\alpha}{r}\, B\, A\, (G \cdot \bar x)$$
 #
 # Whatever A and B learn, ΔW is then constant across each group's columns. (The factor G is PEFT's:
-# its `QALoraLinearVariant` multiplies the group mean by the number of groups; the authors' reference
-# code uses the plain mean. A constant factor — but with Adam it acts as a learning rate on the adapter,
-# see the end of this part.) `lora_lab.qalora.QALoRALinear` against the formula:
+# its `QALoraLinearVariant` multiplies the group mean by the number of groups, `QALoRALinear.pool_scale`
+# here; the authors' reference code feeds A the plain mean. A constant factor — but with Adam it acts
+# as a learning rate on the adapter, see the end of this part.) `lora_lab.qalora.QALoRALinear` against
+# the formula:
 
 # %%
 layer = QALoRALinear(copy.deepcopy(down), r=4, lora_alpha=8, qalora_group_size=GROUP)
@@ -158,8 +162,9 @@ torch.nn.init.normal_(layer.lora_B.weight, std=0.02)  # B starts at zero; preten
 print(layer)
 
 x = torch.randn(4, 512)
-pooled = x.unflatten(-1, (G, GROUP)).mean(-1) * G  # (4, 16): one number per group
-by_hand = x @ int4.dequantize().T + pooled @ layer.lora_A.weight.T @ layer.lora_B.weight.T * layer.scaling
+x_bar = x.unflatten(-1, (G, GROUP)).mean(-1)  # (4, 16): the group means x̄, one number per group
+assert torch.equal(x_bar, pool_groups(x, GROUP)) and layer.pool_scale == G  # the kit's names for x̄ and G
+by_hand = x @ int4.dequantize().T + (G * x_bar) @ layer.lora_A.weight.T @ layer.lora_B.weight.T * layer.scaling
 assert torch.allclose(layer(x), by_hand, atol=1e-5)
 
 delta = layer.get_delta_weight()  # (192, 512): (α/r)·B·A·G/32, each group's value repeated over its 32 columns
@@ -329,7 +334,7 @@ assert abs(score["QA-LoRA → INT4 (zero points, fp16)"] - score["QA-LoRA, unmer
 # most 0.4 points: these tasks are easy to get right even off the trained model); merged into fp32,
 # under 1e-4 and no reply changed. QA-LoRA 98.0% unmerged and the same 98.0% merged into INT4 (logits moved
 # by 0.03 to 0.04, no reply changed). The benchmark also trains QA-LoRA with the plain group mean of
-# the reference code instead of PEFT's mean × G: 97.1% after 300 steps, but 60.3% after 100 (`--steps
+# the reference code (A reads x̄) instead of PEFT's G · x̄: 97.1% after 300 steps, but 60.3% after 100 (`--steps
 # 100`), where PEFT's pooling already gives 97.6%. With Adam, the factor G works as a larger learning
 # rate for the adapter; that is one reason the kit follows PEFT's arithmetic.
 #
@@ -364,6 +369,28 @@ by_hand = x @ (dora.lora_magnitude_vector[:, None] * direction).T
 assert torch.allclose(dora(x), by_hand, atol=1e-5)
 print(f"lora_magnitude_vector: {tuple(dora.lora_magnitude_vector.shape)}, one length per output feature; "
       f"trainable: {sum(p.numel() for p in dora.parameters() if p.requires_grad):,} = 4·192 + 192·4 + 192")
+
+# %% [markdown]
+# The split, drawn for the first 48 outputs of this layer. Every row of the weight DoRA computes with,
+# m · direction, has length m exactly (left: m next to the row's length in W0) and the direction of
+# W0 + (α/r)·B·A (right: how far B·A turned the row away from W0). Training m changes the lengths
+# alone; training A and B, the directions alone.
+
+# %%
+with torch.no_grad():
+    m = dora.lora_magnitude_vector.detach()  # (192,)
+    w_dora = m[:, None] * direction  # (192, 192) the weight DoRA computes with
+    turned = torch.rad2deg(torch.arccos(torch.cosine_similarity(adapted, w0, dim=1).clamp(max=1)))  # (192,)
+    assert torch.allclose(w_dora.norm(dim=1), m)  # each row's length is m
+    assert torch.allclose(torch.cosine_similarity(w_dora, adapted, dim=1), torch.ones(192))  # and its direction B·A's
+    first = torch.arange(48)
+    fig, (ax1, ax2) = plots.figure(ncols=2, width=4.4, height=2.6)
+    ax1.bar(first - 0.2, w0.norm(dim=1)[:48], width=0.4, color="0.6", label="‖row of W0‖")
+    ax1.bar(first + 0.2, m[:48], width=0.4, color="tab:blue", label="m")
+    ax1.set(xlabel="output feature", ylabel="length", title="magnitude: m")
+    ax1.legend(fontsize=7)
+    ax2.bar(first, turned[:48], color="tab:orange")
+    ax2.set(xlabel="output feature", ylabel="degrees", title="direction: W0 + (α/r)·B·A against W0")
 
 # %% [markdown]
 # **Against PEFT** (`use_dora=True`), on the tiny Llama with adapters on q, v and down projections.
@@ -598,7 +625,8 @@ assert ours1.errors[1] < 0.95 * peft_start
 print("with lora_alpha = 2r, PEFT's LoftQ start is as far from W0 as QLoRA's; lora_lab's is closer:", True)
 
 # %% [markdown]
-# Over all 28 projection weights of the tiny Llama, ranks 4 and 16, five iterations:
+# Over all 28 projection weights of the tiny Llama, ranks 4 and 16, five iterations, as a table and a
+# picture:
 
 # %% tags=["nbval-ignore-output"]
 all_weights = [m.weight.detach() for n, m in base.named_modules() if n.rsplit(".", 1)[-1] in TARGETS]
@@ -611,6 +639,12 @@ for rank in (4, 16):
     loftq_rows[rank] = (per_iter.sqrt() / total).tolist()
 plots.print_table(["r"] + [f"iteration {t}" for t in range(6)],
                   [(rank, *(f"{e:.4f}" for e in errs)) for rank, errs in loftq_rows.items()])
+fig, (ax,) = plots.figure(width=4.8, height=2.8)
+for rank, errs in loftq_rows.items():
+    ax.plot(range(6), errs, "o-", label=f"r = {rank}")
+ax.set(xlabel="LoftQ iteration (0 is QLoRA's start)", ylabel="‖W0 − Q − s·B·A‖ / ‖W0‖",
+       title="the 28 projection weights of the tiny Llama")
+ax.legend()
 for errs in loftq_rows.values():
     assert all(b < a for a, b in zip(errs, errs[1:]))  # every iteration helps, here
 # the figures quoted below, with room for another CPU's float rounding (they differ in the 6th digit)
@@ -672,10 +706,10 @@ def show_group(group_size):
     fig, axes = plots.figure(ncols=3, width=3.4, height=2.4)
     plots.show_matrix(axes[0], update[C], "QLoRA's ΔW (corner)", vmax)
     plots.show_matrix(axes[1], p["kept"][C], f"what groups of {group_size} keep", vmax)
-    labels = ["bits / 10", "base error × 10", "share kept", "lost, requant", "lost, zeros"]
-    values = [p["bits"] / 10, p["error"] * 10, p["share"], p["requant"], p["zeros"]]
-    axes[2].barh(labels, values, color=["0.5", "tab:blue", "tab:green", "tab:red", "tab:purple"])
-    axes[2].set(xlim=(0, 1.3), title="the trade")
+    labels = ["expressible", "lost, requantizing", "lost, zero points"]  # one unit: a share of ‖ΔW‖
+    axes[2].barh(labels, [p["share"], p["requant"], p["zeros"]], color=["tab:green", "tab:red", "tab:purple"])
+    axes[2].invert_yaxis()
+    axes[2].set(xlim=(0, 0.3), xlabel="share of ‖ΔW‖", title="the adapter and its merge")
     return text, fig
 
 
@@ -698,7 +732,8 @@ ax1.plot(GROUP_SIZES, [group_grid[gs]["bits"] for gs in GROUP_SIZES], "o-", colo
 ax1b = ax1.twinx()
 ax1b.plot(GROUP_SIZES, [group_grid[gs]["error"] for gs in GROUP_SIZES], "s-", color="tab:blue", label="base error")
 ax1.set(xscale="log", xlabel="group size", ylabel="bits per weight", title="storage and accuracy of the base")
-ax1b.set_ylabel("‖W − W̃‖ / ‖W‖")
+ax1b.set_ylabel("‖W − W̃‖ / ‖W‖", color="tab:blue")
+fig.get_layout_engine().set(wspace=0.15)  # room between the twin axis's label and the right panel's
 ax1.legend(loc="upper center", fontsize=8), ax1b.legend(loc="center right", fontsize=8)
 ax2.plot(GROUP_SIZES, [group_grid[gs]["share"] for gs in GROUP_SIZES], "o-", color="tab:green",
          label="share of QLoRA's ΔW expressible")
@@ -712,6 +747,7 @@ points = [group_grid[gs] for gs in GROUP_SIZES]
 assert all(a["bits"] > b["bits"] and a["share"] >= b["share"] for a, b in zip(points, points[1:]))
 # measured: requantizing loses 7% to 28% of QLoRA's ΔW, the zero points 0.1% to 3% of QA-LoRA's (fp16 rounding)
 assert all(p["zeros"] < 0.05 and p["requant"] > 5 * p["zeros"] for p in points)
+assert all(max(p["share"], p["requant"], p["zeros"]) < 0.3 for p in points)  # the slider's bars fit their axis
 assert group_grid[32]["share"] < 0.1  # groups of 32 can express little of the update QLoRA found
 
 # %% [markdown]
@@ -729,8 +765,9 @@ assert group_grid[32]["share"] < 0.1  # groups of 32 can express little of the u
 # in place of the `raise`, run the cell, and the check says what is right or wrong. Solutions:
 # `notebooks/solutions/07_beyond_lora_solutions.ipynb`.
 #
-# **Exercise 1.** QA-LoRA's pooling: the mean of each group of `group_size` *neighbouring* features,
-# on the last axis: `(..., in_features)` → `(..., in_features / group_size)`.
+# **Exercise 1.** QA-LoRA's group mean x̄, `pool_groups`: the mean of each group of `group_size`
+# *neighbouring* features, on the last axis: `(..., in_features)` → `(..., in_features / group_size)`.
+# (The layer multiplies x̄ by G itself, before A.)
 
 # %%
 from lora_lab.exercises.beyond import (

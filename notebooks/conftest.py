@@ -1,6 +1,6 @@
 """Each notebook's run time under nbval, printed after every `make test`, against the kit's promise.
 
-The promise: a notebook runs top to bottom in under two minutes (NOTEBOOK_BUDGET_S) on a quiet 2-core
+The promise: a notebook runs top to bottom in under 90 seconds (NOTEBOOK_BUDGET_S) on a quiet 2-core
 laptop CPU. Under `make test` a notebook gets one thread and shares the cores with another test worker,
 so it runs up to about twice as long as it would alone: the table flags notebooks over the promise, and a
 notebook over twice the promise fails the run, which keeps slow cells from creeping in.
@@ -10,7 +10,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-NOTEBOOK_BUDGET_S = float(os.environ.get("LORA_LAB_NOTEBOOK_BUDGET_S", 120))
+NOTEBOOK_BUDGET_S = float(os.environ.get("LORA_LAB_NOTEBOOK_BUDGET_S", 90))
 FAIL_AFTER_S = 2 * NOTEBOOK_BUDGET_S  # one core of two, shared: at most twice the time alone
 _seconds: dict[str, float] = defaultdict(float)
 

@@ -205,6 +205,8 @@ NOT_PROSE = {
     "Which number is larger: 39 or 73?",  # a prompt fed to the learner's llama2_row, in the data's language
     "not done",  # Verdict.status, the machine value graders read
     '<div style="border-left: 4px solid ',  # HTML markup of the verdict box
+    ex.verdict._SHAPE_ERROR.pattern,  # torch's shape errors, matched, never shown
+    "unsigned char",  # torch's name for uint8 in its dtype errors, matched, never shown
 }
 
 
@@ -295,3 +297,5 @@ def test_a_malformed_exercise_label_is_refused():
 
     with pytest.raises(ValueError, match="exercise='Ex 1' is not accepted"):
         _check("Ex 1")
+    with pytest.raises(ValueError, match="takes='instance' is not accepted; choose 'function' or 'class'"):
+        _check("Exercise 00.1 · f", takes="instance")

@@ -287,7 +287,7 @@ FT_CASES = {
     "training_bytes_forgot_gradients": (ex.check_training_bytes,
                                         lambda n, o: {"adamw": 16, "adamw_8bit": 10, "sgd": 8}[o] * n,
                                         lambda n, o: {"adamw": 12, "adamw_8bit": 6, "sgd": 4}[o] * n,  # 4 + 8
-                                        "Most often the gradient"),
+                                        "most often the gradient is forgotten"),
 }
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .i18n import _
-from .verdict import _call, _check, _is_tensor
+from .verdict import _call, _check, _is_tensor, _lora_shapes_hint
 
 __all__ = ["check_pool_groups", "check_fold_into_zeros", "check_dora_magnitude", "check_pissa_factors"]
 
@@ -53,6 +53,12 @@ def check_pool_groups(fn) -> str:
         if gs < shape[-1] and torch.allclose(got, strided, atol=1e-6) and not torch.allclose(strided, want):
             raise AssertionError(_("your groups take every G-th feature (x.view(..., group_size, G)); a quantization "
                                    "group is group_size NEIGHBOURING columns, side by side along the last axis."))
+        groups = shape[-1] // gs
+        if groups > 1 and groups != gs and torch.allclose(got, want * groups, atol=1e-5):
+            raise AssertionError(_("that is G × the mean, with G = in_features / group_size = {groups} groups: the "
+                                   "input PEFT's QA-LoRA layer feeds to A, G·x̄. pool_groups is the group mean x̄ "
+                                   "itself; the layer multiplies by G afterwards (QALoRALinear.pool_scale).").format(
+                groups=groups))
         if torch.allclose(got, want * gs, atol=1e-5) and gs > 1:
             raise AssertionError(_("that is the sum of each group ({gs} × the mean); average it: divide by group_size."
                                    ).format(gs=gs))
@@ -123,7 +129,7 @@ def check_dora_magnitude(fn) -> str:
         with torch.no_grad():
             dora.lora_A.weight.copy_(a), dora.lora_B.weight.copy_(b)
             want = dora.weight_norm()  # (out,) the kit's DoRA, as PEFT computes it
-        got = _call(fn, w.clone(), a.clone(), b.clone(), scaling)
+        got = _call(fn, w.clone(), a.clone(), b.clone(), scaling, explain=_lora_shapes_hint(r, in_f, out_f, weight=True))
         _is_tensor(got, _("dora_magnitude's result"))
         got = got.reshape(-1) if got.numel() == want.numel() else got
         if got.shape == (in_f,) and in_f != out_f:
@@ -163,7 +169,7 @@ def check_pissa_factors(fn) -> str:
         reference = LoRALinear(_linear(w), r, lora_alpha=scaling * r)
         pissa_init_(reference)  # the kit's PiSSA: A, B and the residual, as PEFT makes them
         want_a, want_b = reference.lora_A.weight.detach(), reference.lora_B.weight.detach()
-        out = _call(fn, w.clone(), r, scaling)
+        out = _call(fn, w.clone(), r, scaling, explain=_lora_shapes_hint(r, in_f, out_f, weight=True))
         assert isinstance(out, (tuple, list)) and len(out) == 3, _("return the triple (lora_A, lora_B, residual).")
         a, b, res = out
         for t, name in ((a, "lora_A"), (b, "lora_B"), (res, "residual")):

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import torch
 
 from .i18n import _
-from .verdict import _call, _check, _close, _is_tensor
+from .verdict import _call, _check, _close, _is_tensor, _lora_shapes_hint
 
 __all__ = [
     # 05 QLoRA from scratch
@@ -40,6 +40,22 @@ def _qlora_layer(seed: int, out_features: int, in_features: int):
     return layer, torch.randn(3, in_features, generator=g)
 
 
+def _forward_hint(layer, x: torch.Tensor):
+    """An `explain` for _call on a QLoRALinear: the packed codes taken for the weight, or a shape error in LoRA's terms."""
+    packed = layer.base_layer.weight  # (out · in / 2,) uint8: two 4-bit codes per byte
+    shapes = _lora_shapes_hint(layer.lora_A.weight.shape[0], layer.in_features, layer.out_features, x.shape,
+                               weight=True)
+
+    def explain(error: BaseException) -> str | None:
+        text = str(error)
+        if any(s in text for s in ("Byte", "unsigned char", "uint8", f"{packed.numel()}")):
+            return _("layer.base_layer.weight holds the packed 4-bit codes, {count:,} bytes of uint8 with two codes "
+                     "each, not the weight: layer.base_layer.dequantize() rebuilds the (out, in) float weight."
+                     ).format(count=packed.numel())
+        return shapes(error)
+    return explain
+
+
 @_check("Exercise 05.1 · qlora_forward")
 def check_qlora_forward(fn) -> str:
     """fn(layer, x) -> what the QLoRALinear `layer` outputs for x, computed from its parts."""
@@ -47,7 +63,7 @@ def check_qlora_forward(fn) -> str:
         layer, x = _qlora_layer(seed, out_f, in_f)
         with torch.no_grad():
             want = layer(x)  # the kit's own forward is the reference
-            got = _call(fn, layer, x)
+            got = _call(fn, layer, x, explain=_forward_hint(layer, x))
             _is_tensor(got, _("qlora_forward's result"))
             assert got.shape == want.shape, _("the output should have shape {want}, got {got}.").format(
                 want=tuple(want.shape), got=tuple(got.shape))
@@ -61,6 +77,9 @@ def check_qlora_forward(fn) -> str:
                                        ).format(scaling=layer.scaling))
             if torch.allclose(got, x @ w.T + delta * layer.scaling, atol=1e-5):
                 raise AssertionError(_("the base layer has a bias: add layer.base_layer.bias."))
+            if torch.allclose(got, (base_only + delta) * layer.scaling, atol=1e-5):
+                raise AssertionError(_("you multiplied the base layer's output by the scaling too: α/r weighs the "
+                                       "LoRA path only, (α/r)·B·A·x; the frozen base computes as it always did."))
             assert torch.allclose(got, want, atol=1e-5), _(
                 "the output differs from layer(x): dequantize the base weight (layer.base_layer.dequantize(), shape "
                 "(out, in)) and mind which side of the matmul each weight goes; then add the bias and the scaled "
@@ -86,6 +105,18 @@ def check_nf4_bytes(fn) -> str:
         if _close(got, n * 4) or _close(got, 8 * want):
             raise AssertionError(_("nf4_bytes({n:,}, {blocksize}, {dq}) = {got:,}: count bytes (8 bits), not bits."
                                    ).format(n=n, blocksize=blocksize, dq=dq, got=got))
+        if dq and _close(got, quantize_nf4(torch.zeros(n), blocksize, False).nbytes, rel=1e-6):
+            raise AssertionError(_("nf4_bytes({n:,}, {blocksize}, double_quant=True) = {got:,}: that is the size "
+                                   "without double quantization, a 4-byte absmax per block. Double quantization "
+                                   "stores each block's absmax as a 1-byte code, plus one fp32 scale per 256 blocks "
+                                   "and one fp32 offset.").format(n=n, blocksize=blocksize, got=got))
+        whole = blocksize * 256  # a size with no partial byte, block or group of blocks: only a missing offset shows
+        if dq and _close(got, want - 4, rel=1e-9) and _close(_call(fn, whole, blocksize, dq),
+                                                             quantize_nf4(torch.zeros(whole), blocksize, dq).nbytes - 4,
+                                                             rel=1e-9):
+            raise AssertionError(_("nf4_bytes({n:,}, {blocksize}, double_quant=True) = {got:,}: almost — the fp32 "
+                                   "offset is missing (4 bytes, one per tensor: the 1-byte absmax codes are stored "
+                                   "with their mean taken out).").format(n=n, blocksize=blocksize, got=got))
         assert _close(got, want, rel=1e-6), _(
             "nf4_bytes({n:,}, blocksize={blocksize}, double_quant={dq}) = {got:,} is {more} what the quantizer "
             "stores: two codes per byte, then per block a 4-byte fp32 absmax, or with double quantization a 1-byte "
@@ -209,9 +240,21 @@ def check_training_bytes(fn) -> str:
         got = _call(fn, n, optim)
         assert isinstance(got, (int, float)), _("return a number of bytes, got {kind}.").format(kind=type(got).__name__)
         if optim == "adamw" and _close(got, 12 * n):
-            raise AssertionError(_("that is 12 bytes per parameter, three fp32 tensors; training keeps four for each "
-                                   "LoRA weight: the weight, its gradient, and AdamW's two moments m and v. Which one "
-                                   "is missing? (Most often the gradient, as large as the weight itself.)"))
+            raise AssertionError(_("that is 12 bytes per parameter. Either three fp32 tensors, one short of the four "
+                                   "training keeps for each LoRA weight (the weight, its gradient, and AdamW's two "
+                                   "moments m and v; most often the gradient is forgotten), or all four with the "
+                                   "weight and its gradient in fp16, 2 + 2 + 8. The exercise keeps them in fp32, as "
+                                   "the kit does: the 4-bit base computes in 16 bits, but fp16 trainable weights "
+                                   "make mixed-precision training fail (\"Attempting to unscale FP16 gradients\"), "
+                                   "and fp16's 10-bit mantissa rounds away updates far smaller than the weight."))
+        if optim == "adamw_8bit" and _close(got, 16 * n):
+            raise AssertionError(_("training_bytes({n:,}, 'adamw_8bit') = {got:,} counts AdamW's two moments in fp32; "
+                                   "the 8-bit optimizer stores each moment in 1 byte (with a scale per block, "
+                                   "negligible).").format(n=n, got=got))
+        if optim == "sgd" and _close(got, 12 * n):
+            raise AssertionError(_("training_bytes({n:,}, 'sgd') = {got:,}: plain SGD keeps no state of its own, only "
+                                   "the weight and its gradient (a momentum buffer comes only with momentum > 0)."
+                                   ).format(n=n, got=got))
         if optim == "adamw" and _close(got, 8 * n):
             raise AssertionError(_("that is 8 bytes per parameter, two fp32 tensors; training keeps four for each LoRA "
                                    "weight: the weight, its gradient, and AdamW's two moments m and v."))

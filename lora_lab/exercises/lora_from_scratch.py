@@ -4,13 +4,14 @@ parameter count, and the lora_alpha that keeps the scaling when r changes."""
 from __future__ import annotations
 
 import math
+import numbers
 from collections import Counter
 
 import torch
 from torch import nn
 
 from .i18n import _
-from .verdict import _call, _check, _is_tensor
+from .verdict import _call, _check, _is_tensor, _lora_shapes_hint
 
 __all__ = ["check_lora_linear", "check_lora_param_count", "check_same_scaling_alpha"]
 
@@ -32,14 +33,68 @@ def _lora_parts(layer, r: int, fin: int, fout: int) -> tuple[torch.Tensor, torch
     return a, b
 
 
-@_check("Exercise 02.1 · MyLoRALinear")
+def _name_scaling_slip(scale: float, alpha: float, r: int) -> None:
+    """Raise AssertionError naming the idea behind a wrong scaling factor, if it is a known slip (r and α are
+    chosen so that each slip shows)."""
+    if math.isclose(scale, alpha // r, rel_tol=1e-4, abs_tol=1e-6):
+        raise AssertionError(_("the update is multiplied by {scale:g}: that is lora_alpha / r with its fraction "
+                               "dropped (integer division // or int(): {alpha:g} // {r} = {floor:g}); with "
+                               "lora_alpha < r it gives 0 and switches LoRA off. Keep the fraction: divide with /."
+                               ).format(scale=scale, alpha=alpha, r=r, floor=alpha // r))
+    if math.isclose(scale, r / alpha, rel_tol=1e-4):
+        raise AssertionError(_("the update is multiplied by {scale:.4g} = r / lora_alpha: the scaling is upside "
+                               "down; a larger lora_alpha must make the update larger.").format(scale=scale))
+    if math.isclose(scale, alpha / math.sqrt(r), rel_tol=1e-4):
+        raise AssertionError(_("the update is multiplied by {scale:.4g} = lora_alpha / √r: that is rsLoRA's "
+                               "scaling (use_rslora=True); plain LoRA divides by r itself.").format(scale=scale))
+
+
+def _check_dropout_place(delta: torch.Tensor, clean: torch.Tensor, p: float) -> None:
+    """Raise AssertionError saying where a layer's dropout acts, read off one-hot inputs, unless it drops the
+    LoRA path's input (PEFT's place).
+
+    `delta` is the layer's output minus the base's in train mode, `clean` the LoRA path without dropout,
+    both (tokens, out) for inputs that are each ONE input feature. Dropping the input keeps or zeroes that
+    one feature, so each token's update is 0 or clean / (1 − p) as a whole; a mask between A and B or after
+    B changes single entries instead.
+    """
+    keep = 1 / (1 - p)
+    norms = (clean * clean).sum(-1)  # (tokens,)
+    k = (delta * clean).sum(-1) / norms  # each token's update as a multiple of the clean one
+    whole = torch.allclose(delta, k[:, None] * clean, atol=1e-5)
+    if whole and bool(((k - 0).abs() < 1e-4).logical_or((k - keep).abs() < 1e-4).all()):
+        return
+    if whole and bool(((k - 0).abs() < 1e-4).logical_or((k - 1).abs() < 1e-4).all()):
+        raise AssertionError(_("your dropout zeroes inputs but does not scale the kept ones by 1 / (1 − p): the "
+                               "update is then smaller in training than in eval. nn.Dropout does the scaling for "
+                               "you."))
+    ratio = torch.where(clean.abs() > 1e-6, delta / clean, torch.zeros_like(delta))
+    entrywise = bool((((ratio - 0).abs() < 1e-3) | ((ratio - keep).abs() < 1e-3) | (clean.abs() <= 1e-6)).all())
+    if entrywise:
+        raise AssertionError(_("your dropout acts on the LoRA path's output, after lora_B. PEFT's LoRA layer drops "
+                               "the input features before lora_A: lora_B(lora_A(dropout(x)))."))
+    raise AssertionError(_("your dropout sits between lora_A and lora_B, on the r values A computes. PEFT's LoRA "
+                           "layer drops the input features before lora_A instead: lora_B(lora_A(dropout(x))). "
+                           "Dropping one of A's r outputs removes a whole direction of the update at once."))
+
+
+@_check("Exercise 02.1 · MyLoRALinear", takes="class")
 def check_lora_linear(cls) -> str:
-    """cls(base_layer, r, lora_alpha, lora_dropout=0.0) with lora_A, lora_B, forward, merge() and unmerge()."""
-    fin, fout, r, alpha = 24, 16, 4, 8.0
+    """cls(base_layer, r, lora_alpha, lora_dropout=0.0) with lora_A, lora_B, forward, merge() and unmerge().
+
+    α/r = 2.5 is not a whole number, so an integer division shows (as do r/α, α/√r and a missing scaling); dropout is read off inputs that are each
+    one feature, so where the layer drops shows (PEFT drops the input of A).
+    """
+    fin, fout, r, alpha = 24, 16, 4, 10.0
     torch.manual_seed(0)
     base = nn.Linear(fin, fout)
     w0, b0 = base.weight.detach().clone(), base.bias.detach().clone()
     x = torch.randn(3, 5, fin)  # (batch, tokens, in_features)
+    hint = _lora_shapes_hint(r, fin, fout, x.shape, weight=True)
+
+    def run(f, *args):  # the learner's layer or method: an error is a verdict, told in LoRA's shapes
+        return _call(f, *args, explain=hint)
+
     layer = _call(cls, base, r, alpha)
     assert isinstance(layer, nn.Module), _("MyLoRALinear should be an nn.Module (subclass nn.Module).")
     a, b = _lora_parts(layer, r, fin, fout)
@@ -52,62 +107,71 @@ def check_lora_linear(cls) -> str:
                                          "ever gets a gradient and training never starts.")
     layer.eval()
     with torch.no_grad():
-        assert torch.allclose(layer(x), base(x), atol=1e-6), \
+        assert torch.allclose(run(layer, x), base(x), atol=1e-6), \
             _("at init (B = 0) the output must equal the base layer's output.")
 
     # with a non-zero B the output is base(x) + (α/r)·B·A·x
     with torch.no_grad():
         b.copy_(torch.randn_like(b))
         lora = x @ a.T @ b.T  # (3, 5, out) unscaled update
-        got = layer(x) - base(x)
+        got = run(layer, x) - base(x)
         scale = float((got * lora).sum() / (lora * lora).sum())
     assert torch.allclose(got, scale * lora, atol=1e-4), \
         _("with B ≠ 0 the output should be base_layer(x) + lora_B(lora_A(x)) · scaling; it isn't of that form.")
-    assert math.isclose(scale, alpha / r, rel_tol=1e-4), _(
-        "the update is multiplied by {scale:.4g}; it should be lora_alpha / r = {alpha:g} / {r} = {scaling:g}."
-    ).format(scale=scale, alpha=alpha, r=r, scaling=alpha / r)
+    if not math.isclose(scale, alpha / r, rel_tol=1e-4):
+        _name_scaling_slip(scale, alpha, r)
+        raise AssertionError(_("the update is multiplied by {scale:.4g}; it should be lora_alpha / r = {alpha:g} / {r} "
+                               "= {scaling:g}.").format(scale=scale, alpha=alpha, r=r, scaling=alpha / r))
     # gradients reach A and B only
     layer.train()
-    layer(x).sum().backward()
+    run(layer, x).sum().backward()
     assert a.grad is not None and b.grad is not None, _("no gradient reached lora_A or lora_B.")
     assert base.weight.grad is None, _("the base weight got a gradient: it must stay frozen.")
 
-    # dropout acts on the LoRA path only
+    # dropout acts on the LoRA path's input only
+    p = 0.5
     torch.manual_seed(1)
-    drop = _call(cls, nn.Linear(fin, fout), r, alpha, lora_dropout=0.5)
+    drop = _call(cls, nn.Linear(fin, fout), r, alpha, lora_dropout=p)
     da, db = _lora_parts(drop, r, fin, fout)
     drop.train()
     with torch.no_grad():
-        assert torch.allclose(drop(x), drop.base_layer(x), atol=1e-6), _(
+        torch.manual_seed(2)
+        assert torch.allclose(run(drop, x), drop.base_layer(x), atol=1e-6), _(
             "with B = 0 and dropout on, the output changed: dropout belongs on the LoRA path's input only, not on "
             "the base path.")
         db.copy_(torch.randn_like(db))
         clean = drop.base_layer(x) + (x @ da.T @ db.T) * (alpha / r)
-        assert not torch.allclose(drop(x), clean, atol=1e-4), \
+        torch.manual_seed(3)
+        assert not torch.allclose(run(drop, x), clean, atol=1e-4), \
             _("lora_dropout=0.5 changed nothing in train mode: apply it to x before lora_A.")
+        one_hot = torch.eye(fin).repeat(4, 1) * 3.0  # (96, in): every token is one input feature
+        torch.manual_seed(4)
+        delta = run(drop, one_hot) - drop.base_layer(one_hot)
+        _check_dropout_place(delta, (one_hot @ da.T @ db.T) * (alpha / r), p)
         drop.eval()
-        assert torch.allclose(drop(x), clean, atol=1e-4), _("in eval mode dropout must be off.")
+        assert torch.allclose(run(drop, x), clean, atol=1e-4), _("in eval mode dropout must be off.")
 
     # merge and unmerge
     for method in ("merge", "unmerge"):
         assert callable(getattr(layer, method, None)), _("add a `{method}()` method.").format(method=method)
     layer.eval()
     with torch.no_grad():
-        before = layer(x)
-        layer.merge()
+        before = run(layer, x)
+        run(layer.merge)
         delta = (alpha / r) * b @ a
         assert torch.allclose(base.weight, w0 + delta, atol=1e-5), \
             _("after merge() the base weight should be W0 + (lora_alpha / r) · B @ A.")
         assert torch.equal(base.bias, b0), _("merge() changed the bias; only the weight takes ΔW.")
-        after = layer(x)
+        after = run(layer, x)
         if torch.allclose(after - before, x @ delta.T, atol=1e-4):
             raise AssertionError(_("after merge() the update is counted twice: once in the merged weight and again "
                                    "by the LoRA path. Skip the LoRA path while merged."))
         assert torch.allclose(after, before, atol=1e-4), _("merge() changed the layer's output; it should not.")
-        layer.unmerge()
+        run(layer.unmerge)
         assert torch.allclose(base.weight, w0, atol=1e-5), _("unmerge() should restore the original weight W0.")
-        assert torch.allclose(layer(x), before, atol=1e-4), _("after unmerge() the output should be as before merge().")
-    return _("shapes, zero B, α/r scaling, dropout on the LoRA path only, frozen base, merge and unmerge: "
+        assert torch.allclose(run(layer, x), before, atol=1e-4), \
+            _("after unmerge() the output should be as before merge().")
+    return _("shapes, zero B, α/r scaling, dropout on the LoRA path's input, frozen base, merge and unmerge: "
              "all as in PEFT's LoRA layer.")
 
 
@@ -149,14 +213,19 @@ def check_lora_param_count(fn) -> str:
     wants = []
     for what, shapes, r in _count_cases():
         got, want = _call(fn, list(shapes), r), _lora_params(shapes, r)
-        assert isinstance(got, int) and not isinstance(got, bool), _("return an int, got {kind}.").format(
+        assert isinstance(got, numbers.Integral) and not isinstance(got, bool), _("return an int, got {kind}.").format(
             kind=type(got).__name__)
+        got = int(got)
         if got == sum(d * k for d, k in shapes):
             raise AssertionError(_("{what}: {got:,} is the size of the full matrices; LoRA trains B (out × r) and "
                                    "A (r × in).").format(what=what, got=got))
         if got in (sum(r * k for d, k in shapes), sum(d * r for d, k in shapes)):
             raise AssertionError(_("{what}: {got:,} counts only one of the two factors; add A (r × in) and B "
                                    "(out × r).").format(what=what, got=got))
+        if got != want and got in (sum(2 * r * d for d, k in shapes), sum(2 * r * k for d, k in shapes)):
+            raise AssertionError(_("{what}: {got:,} treats every layer as square (2·r·d); A is (r × in) and B is "
+                                   "(out × r), and in_features and out_features differ for some of these layers."
+                                   ).format(what=what, got=got))
         if got != want:
             more = _("too many") if got > want else _("too few")
             raise AssertionError(_("{what}: you counted {got:,}, {more}: count A (r × in) and B (out × r) of every "
@@ -191,6 +260,10 @@ def check_same_scaling_alpha(fn) -> str:
             raise AssertionError(_("keeping lora_alpha={alpha} while r goes {r} → {new_r} changes the scaling {rule} "
                                    "from {before:.4g} to {after:.4g}.").format(alpha=alpha, r=r, new_r=new_r, rule=rule,
                                                                               before=before, after=after))
+        if rs and math.isclose(got, alpha * new_r / r, rel_tol=1e-6):
+            raise AssertionError(_("lora_alpha={alpha}, r={r} → {new_r} with rsLoRA: you returned {got:.4g}, which "
+                                   "keeps α/r. rsLoRA scales by lora_alpha / sqrt(r), so lora_alpha moves with √r, "
+                                   "not with r.").format(alpha=alpha, r=r, new_r=new_r, got=got))
         if not math.isclose(after, before, rel_tol=1e-6):
             method = _(" with rsLoRA") if rs else ""
             raise AssertionError(_("lora_alpha={alpha}, r={r} → {new_r}{method}: you returned {got:.4g}, so the "

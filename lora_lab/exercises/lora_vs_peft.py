@@ -9,7 +9,7 @@ import warnings
 import torch
 
 from .i18n import _
-from .verdict import _call, _check
+from .verdict import _call, _check, _is_shape_error
 
 __all__ = ["check_gpt2_lora_config", "check_all_linear_targets", "check_copy_adapter"]
 
@@ -37,6 +37,17 @@ def _tiny_biogpt():
     torch.manual_seed(0)
     return BioGptForCausalLM(BioGptConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                           num_attention_heads=4, vocab_size=64)).eval()
+
+
+def _tiny_llama_head_first():
+    """The tiny Llama with its output head registered before its layers: named_modules() lists lm_head first.
+
+    The model computes the same; only the order its modules are listed in changes. A head found by its
+    place ("the last nn.Linear") is then the wrong layer.
+    """
+    model = _tiny_llama()
+    model._modules = dict(sorted(model._modules.items(), key=lambda item: item[0] != "lm_head"))
+    return model
 
 
 def _attention_targets(model) -> list[str]:
@@ -71,6 +82,12 @@ def check_gpt2_lora_config(fn) -> str:
             wrapped = peft.get_peft_model(model, copy.deepcopy(config))
         except ValueError as e:
             targets = config.target_modules
+            if isinstance(targets, str) and targets != "all-linear" and any(
+                    n.rsplit(".", 1)[-1] == targets for n, _module in model.named_modules()):
+                raise AssertionError(_("PEFT refused target_modules={targets!r}, a name GPT-2 has: given as a string, "
+                                       "target_modules is a regular expression that must match a module's FULL name "
+                                       "(transformer.h.0.…), while a list matches the last part of each name. Put the "
+                                       "name in a list.").format(targets=targets)) from None
             targets = sorted(targets) if isinstance(targets, (set, list, tuple)) else targets
             raise AssertionError(_("PEFT refused the config ({error}: target_modules {targets} match nothing in "
                                    "GPT-2). GPT-2 does not name its layers as Llama does: print(model) and see what "
@@ -85,6 +102,16 @@ def check_gpt2_lora_config(fn) -> str:
     assert adapted, _("LoRA landed on {landed} but not on the attention: print(model) and look for the attention "
                       "block's projection, one fused Conv1D for query, key and value.").format(
         landed=sorted({n.rsplit(".", 1)[-1] for n in names}))
+    extra = sorted({".".join(n.split(".")[-2:]) for n in names if n.rsplit(".", 1)[-1] not in attention})
+    if extra:  # target_modules is compared as a set: the attention's fused projection, and nothing else
+        lora_params = {n: p.numel() for n, p in wrapped.named_parameters() if "lora_" in n}
+        asked = sum(v for n, v in lora_params.items() if any(n.startswith(f"{a}.") for a in adapted))
+        raise AssertionError(_(
+            "LoRA also landed on {extra}: {trainable:,} trainable parameters where the attention's query/key/value "
+            "projection alone gives {asked:,}. In GPT-2, c_proj names two layers (the attention's output projection "
+            "and the MLP's second layer) and c_fc is the MLP's first. The tutorial adapted the query and value "
+            "projections only; GPT-2 keeps them in one fused Conv1D: target that one alone.").format(
+            extra=", ".join(extra), trainable=sum(lora_params.values()), asked=asked))
     layer = wrapped.get_submodule(adapted[0])
     transposed = isinstance(layer.base_layer, Conv1D)  # Conv1D keeps its weight as (in, out)
     assert bool(config.fan_in_fan_out) == transposed, _(
@@ -104,7 +131,8 @@ def check_all_linear_targets(fn) -> str:
     """fn(model) -> the module names (last part, as target_modules takes them) of every nn.Linear but the output head."""
     from ..lora import LoraConfig, find_target_modules
 
-    for arch, build in [("Llama", _tiny_llama), ("BioGPT", _tiny_biogpt)]:
+    for arch, build in [("Llama", _tiny_llama), ("BioGPT", _tiny_biogpt),
+                        (_("a Llama whose output head is registered before its layers"), _tiny_llama_head_first)]:
         model = build()
         got = _call(fn, model)
         assert isinstance(got, (list, tuple, set)) and all(isinstance(n, str) for n in got), \
@@ -115,6 +143,12 @@ def check_all_linear_targets(fn) -> str:
             raise AssertionError(_("return the last part of each name (e.g. 'q_proj'), as target_modules takes them, "
                                    "not full paths such as {path!r}.").format(path=sorted(n for n in got if "." in n)[0]))
         head = [n for n, m in model.named_modules() if m is model.get_output_embeddings()][0]
+        linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+        if head in got and linear[-1] != head:
+            raise AssertionError(_("{arch}: {head!r} is in your list, but it is the output head. In this model "
+                                   "named_modules() lists the head before the layers, so the last nn.Linear found is "
+                                   "a down_proj: find the head by what it is, model.get_output_embeddings(), not by "
+                                   "its place or its name.").format(arch=arch, head=head))
         if head in got:
             raise AssertionError(_("{arch}: {head!r} is the output head, mapping to the vocabulary; QLoRA and PEFT's "
                                    "'all-linear' leave it out (find it with model.get_output_embeddings()).").format(
@@ -127,6 +161,18 @@ def check_all_linear_targets(fn) -> str:
             arch=arch, count=len(want - got))
     return _("the same layers as target_modules='all-linear' — for Llama the seven projections, for other "
              "architectures whatever their linear layers are called.")
+
+
+def _copy_hint(error: BaseException) -> str | None:
+    """An `explain` for _call: a size error or a missing name, told in the two libraries' terms."""
+    if _is_shape_error(error):
+        return _("In both libraries lora_A.weight is (r, in_features) and lora_B.weight is (out_features, r), here "
+                 "with r = 4: a size error in copy_ means an A went into a B or the reverse (or one layer's tensor "
+                 "into another layer). Pair each parameter with the one of the same layer and the same letter.")
+    if isinstance(error, KeyError):
+        return _("PEFT's parameter names carry a prefix and an adapter name that ours do not: print a few names of "
+                 "peft_model.named_parameters() next to our_model's.")
+    return None
 
 
 @_check("Exercise 03.3 · copy_peft_to_lora_lab")
@@ -145,7 +191,7 @@ def check_copy_adapter(fn) -> str:
                     p.copy_(torch.randn_like(p) * 0.2)  # a trained-looking adapter
         ours = inject_lora(copy.deepcopy(base), LoraConfig(r=4, lora_alpha=8, target_modules=targets))
         reference = {n: p.detach().clone() for n, p in theirs.named_parameters()}
-        _call(fn, theirs, ours)
+        _call(fn, theirs, ours, explain=_copy_hint)
         changed = [n for n, p in theirs.named_parameters() if not torch.equal(p, reference[n])]
         assert not changed, _("the PEFT model was modified ({name!r}); copy from it, into ours.").format(name=changed[0])
         stale = [n for n, layer in lora_layers(ours) if torch.count_nonzero(layer.lora_B.weight) == 0]

@@ -8,9 +8,16 @@ import math
 import torch
 
 from .i18n import _
-from .verdict import _call, _check, _is_tensor
+from .verdict import _call, _check, _is_shape_error, _is_tensor
 
 __all__ = ["check_rank_r_matrix", "check_lora_factors", "check_max_useful_rank"]
+
+
+def _factor_hint(error: BaseException) -> str | None:
+    """An `explain` for _call: a matmul whose inner sizes differ, told in d, r, k."""
+    if _is_shape_error(error):
+        return _("A (d × r) matrix times an (r × k) one: the inner sizes must both be r, and the result is d × k.")
+    return None
 
 
 @_check("Exercise 01.1 · rank_r_matrix")
@@ -18,7 +25,7 @@ def check_rank_r_matrix(fn) -> str:
     """fn(d, k, r) -> a random d × k matrix of rank exactly r."""
     for d, k, r in [(6, 5, 3), (40, 30, 1), (50, 64, 7), (12, 12, 12)]:
         torch.manual_seed(d * 100 + r)
-        m = _call(fn, d, k, r)
+        m = _call(fn, d, k, r, explain=_factor_hint)
         _is_tensor(m, f"rank_r_matrix({d}, {k}, {r})")
         assert tuple(m.shape) == (d, k), _("rank_r_matrix({d}, {k}, {r}) has shape {shape}; a d × k matrix is ({d}, {k})."
                                            ).format(d=d, k=k, r=r, shape=tuple(m.shape))

@@ -44,6 +44,13 @@ def check_unpack_codes(fn) -> str:
         if pairs is not None and torch.equal(got, pairs.flip(1).flatten()):
             raise AssertionError(_("the two nibbles are swapped: the first code of a byte sits in its HIGH nibble "
                                    "(the top 4 bits), the second in the low one."))
+        padded = torch.cat([codes.long(), codes.new_zeros(n % 2).long()]).view(-1, 2)  # (bytes, 2): high, low
+        for halves in (padded.T, padded.T.flip(0)):  # all high nibbles then all low ones, or the reverse
+            if n > 2 and torch.equal(got, halves.flatten()[:n]):
+                raise AssertionError(_("your codes come out as all the high nibbles, then all the low ones: the "
+                                       "two codes of a byte belong side by side, code 2i in byte i's high nibble and "
+                                       "code 2i+1 in its low one. Interleave them (stack the two halves on a new "
+                                       "last axis, then flatten) instead of concatenating."))
         wrong = (got != codes.long()).nonzero()
         assert not len(wrong), _("{wrong} of {n} codes came back wrong, the first at position {at} (byte {byte}, "
                                  "{nibble} nibble).").format(
@@ -68,10 +75,21 @@ def check_nf_codebook(fn) -> str:
         _is_tensor(got, f"normal_float_codebook({bits})")
         got = got.reshape(-1).float()
         size, half = 2**bits, 2 ** (bits - 1)
+        if got.numel() == size + 1 and int((got == 0).sum()) == 2:
+            raise AssertionError(_("{bits} bits give {size} values; yours has {count}, with 0.0 twice: each side's "
+                                   "quantiles end at probability 0.5, which is 0, so keep one zero for both sides."
+                                   ).format(bits=bits, size=size, count=got.numel()))
         assert got.numel() == size, _("{bits} bits give {size} values, you returned {count}.").format(
             bits=bits, size=size, count=got.numel())
         assert torch.all(got[1:] > got[:-1]), _("normal_float_codebook({bits}) should be sorted, smallest first."
                                                 ).format(bits=bits)
+        gaps = got[1:] - got[:-1]
+        if float(gaps.max() / gaps.min()) < 1.5:
+            raise AssertionError(_("normal_float_codebook({bits}): your values are (nearly) evenly spaced, a grid "
+                                   "like int4's. NormalFloat places them at quantiles of a normal distribution, the "
+                                   "points that cut it into equal probabilities: they crowd near 0, where most "
+                                   "weights are, and spread out toward ±1, so each code is used about equally "
+                                   "often.").format(bits=bits))
         assert (got == 0).any(), _("normal_float_codebook({bits}) has no exact 0.0: add it (zeros must stay zeros)."
                                    ).format(bits=bits)
         assert got[0] == -1 and got[-1] == 1, _("scale the values into [-1, 1]: got {low:.4f} … {high:.4f}.").format(

@@ -30,11 +30,19 @@ def _right_dtype(gpu_name: str | None, bf16: bool | None) -> torch.dtype:
     return _dtype_by_spec(16, bool(bf16))
 
 
+def _cpu_hint(error: BaseException) -> str | None:
+    """An `explain` for _call on a CPU's (None, None): the learner's code used None as a GPU name."""
+    if isinstance(error, (AttributeError, TypeError)) and "NoneType" in str(error):
+        return _("On a CPU both arguments are None (there is no GPU to name): test for gpu_name is None before "
+                 "using it as a string.")
+    return None
+
+
 @_check("Exercise 00.1 · compute_dtype_for")
 def check_compute_dtype(fn) -> str:
     """fn(gpu_name or None, bf16_supported or None) -> the torch dtype to compute in."""
     for name, bf16 in _MACHINES:
-        got, want = _call(fn, name, bf16), _right_dtype(name, bf16)
+        got, want = _call(fn, name, bf16, explain=_cpu_hint if name is None else None), _right_dtype(name, bf16)
         if isinstance(got, str):
             raise AssertionError(_("return a torch dtype, not the string {got!r}: the dtypes are objects of "
                                    "torch (torch.<name>).").format(got=got))
@@ -80,13 +88,33 @@ def check_weights_gib(fn) -> str:
         if _close(got, n * bits / GIB) or _close(got, n * bits / 1e9):
             raise AssertionError(_("weights_gib({n:,}, {bits}) = {got:.4g}: that counts bits, not bytes; divide by "
                                    "8.").format(n=n, bits=bits, got=got))
+        if _close(got, n * bits / 8 / 2**20) or _close(got, n * bits / 8 / 2**10):
+            unit = _("MiB (2**20 bytes)") if _close(got, n * bits / 8 / 2**20) else _("KiB (2**10 bytes)")
+            raise AssertionError(_("weights_gib({n:,}, {bits}) = {got:.4g} is in {unit}; a GiB is 2**30 bytes, 1024 "
+                                   "times 1024 times 1024.").format(n=n, bits=bits, got=got, unit=unit))
         bits_back = got * GIB * 8 / n  # GiB -> bytes -> bits -> per parameter: must give back what went in
+        exact = n * bits / 8 / GIB
+        if not _close(bits_back, bits) and any(got == round(exact, digits) for digits in range(4)):
+            raise AssertionError(_("weights_gib({n:,}, {bits}) = {got}: you rounded the result. Return the number as "
+                                   "computed and round only where you print it (f\"{{x:.2f}}\"): for a small model, "
+                                   "two decimals of a GiB can be off by more than 10%.").format(n=n, bits=bits, got=got))
         assert _close(bits_back, bits), _(
             "weights_gib({n:,}, {bits}) = {got:.4g} GiB, which would be {back:.4g} bits per parameter, not {bits}: "
             "go from bits to bytes, then from bytes to GiB (2**30 bytes).").format(n=n, bits=bits, got=got, back=bits_back)
     (n, half), (n, nf4) = _GIB_CASES[:2]  # Llama-2-7B, in the learner's own (now checked) figures
     return _("Llama-2-7B's weights take {fp16:.2f} GiB in fp16, and {nf4:.2f} GiB if every one were stored at NF4's "
              "{bits} bits.").format(fp16=float(_call(fn, n, half)), nf4=float(_call(fn, n, nf4)), bits=nf4)
+
+
+def _answer_slot(row: str, prompt: str) -> str | None:
+    """What a row holds between `[/INST]` and `</s>`, if it has the format's frame around this prompt; else None."""
+    from ..tasks import parse_llama2
+
+    try:
+        got_prompt, got_answer = parse_llama2(row.strip())
+    except ValueError:
+        return None
+    return got_answer if got_prompt.strip() == prompt else None
 
 
 @_check("Exercise 00.3 · llama2_row")
@@ -97,6 +125,16 @@ def check_llama2_format(fn) -> str:
     for prompt, answer in [("Which number is larger: 39 or 73?", "73"), ("Say hi.", "hi")]:
         got, want = _call(fn, prompt, answer), format_llama2(prompt, answer)
         assert isinstance(got, str), _("return a string, got {kind}.").format(kind=type(got).__name__)
+        if got != want and got.strip() == format_llama2(answer, prompt).strip():
+            raise AssertionError(_("the prompt and the answer are swapped: the question goes inside [INST] … [/INST], "
+                                   "the answer after it."))
+        written = _answer_slot(got, prompt)
+        if written is not None and written != answer and answer in written:
+            raise AssertionError(_("for answer={answer!r} your row holds {written!r} where the answer goes. The data's "
+                                   "rows read 'the answer is lemon.' because that sentence IS their answer; your "
+                                   "function is given the answer already written, so put `answer` there exactly as "
+                                   "it comes, with no words of your own around it.").format(answer=answer,
+                                                                                           written=written))
         if got.strip() == want.strip() and got != want:
             raise AssertionError(_("almost: mind the spaces at the two ends of the row; yours is {got!r}.").format(got=got))
         assert got.startswith("<s>"), _("a row starts with the BOS token <s>; got {got!r}.").format(got=got)

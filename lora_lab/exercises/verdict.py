@@ -84,30 +84,98 @@ def _where(error: BaseException) -> str:
     return _(" (line {line} of your code)").format(line=f.lineno)
 
 
-def _call(fn, *args, **kwargs):
-    """Call the learner's code; a stub's NotImplementedError becomes 'not done yet', any other error a wrong verdict."""
+# what torch says when two tensors' shapes do not fit a matmul, a broadcast or a copy
+_SHAPE_ERROR = re.compile(r"cannot be multiplied|must match the size of tensor|size mismatch|broadcast shape|"
+                          r"inconsistent tensor size|Expected size|shapes? .*(?:mismatch|do not match)", re.IGNORECASE)
+
+
+def _is_shape_error(error: BaseException) -> bool:
+    """True for torch's errors about shapes that do not fit (matmul, broadcast, copy_)."""
+    return isinstance(error, (RuntimeError, ValueError)) and bool(_SHAPE_ERROR.search(str(error)))
+
+
+def _call(fn, *args, explain=None, **kwargs):
+    """Call the learner's code; a stub's NotImplementedError becomes 'not done yet', any other error a wrong verdict.
+
+    `explain(error)` may return a sentence (already translated) that says what the error means in the
+    exercise's terms, e.g. which shape each of A, B and W has; it is added after torch's own message.
+    """
     try:
         return fn(*args, **kwargs)
     except NotImplementedError:
         raise _NotDone from None
     except Exception as e:  # noqa: BLE001 - whatever the learner's code raises is reported, not re-raised
+        hint = explain(e) if explain is not None else None
+        if hint:
+            raise _Raised(_("your code raised {error}: {detail}{where}. {hint}").format(
+                error=type(e).__name__, detail=e, where=_where(e), hint=hint)) from None
         raise _Raised(_("your code raised {error}: {detail}{where}").format(
             error=type(e).__name__, detail=e, where=_where(e))) from None
 
 
-def _check(exercise: str):
+def _lora_shapes_hint(r: int, fin: int, fout: int, x_shape=None, weight: bool = False):
+    """An `explain` for _call: a shape error, told in LoRA's terms (A is (r, in), B is (out, r), …) with these sizes."""
+    def explain(error: BaseException) -> str | None:
+        if not _is_shape_error(error):
+            return None
+        text = _("A is (r, in) = ({r}, {fin}), B is (out, r) = ({fout}, {r})").format(r=r, fin=fin, fout=fout)
+        if weight:
+            text += _(", W is (out, in) = ({fout}, {fin})").format(fout=fout, fin=fin)
+        if x_shape is not None:
+            text += _(" and x is (…, in) = {shape}").format(shape=tuple(x_shape))
+        return _("The shapes do not fit: {shapes}. PyTorch stores a weight as (out, in), so a weight multiplies x "
+                 "transposed, x @ W.T, and A comes first: x @ A.T is (…, r), then @ B.T is (…, out); "
+                 "ΔW = B @ A is (out, in).").format(shapes=text)
+    return explain
+
+
+def _wrong_kind(answer, takes: str, name: str) -> str | None:
+    """Why `answer` is not the kind of thing the check takes (your function, or your class), or None if it is.
+
+    Checked before anything is called, so that passing `my_function(...)`'s result, or an object already
+    built from your class, is named as such instead of surfacing as an error inside your code.
+    """
+    if takes == "class":
+        if isinstance(answer, torch.nn.Module):
+            return _("you passed an object already built from your class ({kind}(…)); pass the class itself, "
+                     "{name}, with no parentheses: the check builds its own layers, with sizes of its own."
+                     ).format(kind=type(answer).__name__, name=name)
+        if not callable(answer):
+            return _("pass your class itself, {name}, with no parentheses; you passed {kind}.").format(
+                name=name, kind=type(answer).__name__)
+        return None
+    if isinstance(answer, type):
+        return _("pass your function, {name}, not the class {kind}: the check calls it on inputs of its own."
+                 ).format(name=name, kind=answer.__name__)
+    if not callable(answer):
+        shown = repr(answer)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        return _("pass your function itself, {name}, with no parentheses: you passed a value, {value} ({kind}), "
+                 "which is what a call returns. The check calls {name} on inputs of its own.").format(
+            name=name, value=shown, kind=type(answer).__name__)
+    return None
+
+
+def _check(exercise: str, takes: str = "function"):
     """Turn a function that asserts (and returns a success message) into a check that returns a Verdict.
 
     `exercise` is the English label, "Exercise NN.M · answer_name"; the check gets `exercise_id`
-    ("NN.M") and `answer_name` attributes parsed from it, for graders. ValueError for a malformed label.
+    ("NN.M") and `answer_name` attributes parsed from it, for graders. `takes` is what the learner passes:
+    "function" (their function) or "class" (their class, or anything that builds the object when called);
+    another kind of answer is told so before it is called. ValueError for a malformed label or `takes`.
     """
     m = _LABEL.fullmatch(exercise)
     if m is None:
         raise ValueError(f"exercise={exercise!r} is not accepted; write 'Exercise NN.M · answer_name'")
+    if takes not in ("function", "class"):
+        raise ValueError(f"takes={takes!r} is not accepted; choose 'function' or 'class'")
 
     def wrap(body):
         @functools.wraps(body)
         def check(answer) -> Verdict:
+            wrong_kind = _wrong_kind(answer, takes, m["name"])
+            if wrong_kind is not None:
+                return Verdict(exercise, False, wrong_kind)
             try:
                 with warnings.catch_warnings():  # library deprecation notes are not the learner's business
                     warnings.simplefilter("ignore", FutureWarning)

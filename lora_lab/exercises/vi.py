@@ -20,6 +20,29 @@ MESSAGES = {
     "{name} should be a torch.Tensor, got {kind}.": "{name} phải là một torch.Tensor, nhưng lại là {kind}.",
     "return a number, got {kind}.": "hãy trả về một số; bạn trả về {kind}.",
     "return an int, got {kind}.": "hãy trả về một số nguyên (int); bạn trả về {kind}.",
+    "your code raised {error}: {detail}{where}. {hint}": "code của bạn báo lỗi {error}: {detail}{where}. {hint}",
+    "A is (r, in) = ({r}, {fin}), B is (out, r) = ({fout}, {r})":
+        "A có kích thước (r, in) = ({r}, {fin}), B có kích thước (out, r) = ({fout}, {r})",
+    ", W is (out, in) = ({fout}, {fin})": ", W có kích thước (out, in) = ({fout}, {fin})",
+    " and x is (…, in) = {shape}": " và x có kích thước (…, in) = {shape}",
+    "The shapes do not fit: {shapes}. PyTorch stores a weight as (out, in), so a weight multiplies x transposed, "
+    "x @ W.T, and A comes first: x @ A.T is (…, r), then @ B.T is (…, out); ΔW = B @ A is (out, in).":
+        "Các kích thước không khớp nhau: {shapes}. PyTorch lưu trọng số dạng (out, in), nên trọng số nhân với x ở "
+        "dạng chuyển vị, x @ W.T, và A đi trước: x @ A.T có kích thước (…, r), rồi @ B.T cho (…, out); ΔW = B @ A có "
+        "kích thước (out, in).",
+    "you passed an object already built from your class ({kind}(…)); pass the class itself, {name}, with no "
+    "parentheses: the check builds its own layers, with sizes of its own.":
+        "bạn đã truyền vào một đối tượng đã được tạo từ class của bạn ({kind}(…)); hãy truyền chính class đó, "
+        "{name}, không kèm dấu ngoặc: hàm kiểm tra tự tạo các lớp của riêng nó, với kích thước riêng.",
+    "pass your class itself, {name}, with no parentheses; you passed {kind}.":
+        "hãy truyền vào chính class của bạn, {name}, không kèm dấu ngoặc; bạn đã truyền {kind}.",
+    "pass your function, {name}, not the class {kind}: the check calls it on inputs of its own.":
+        "hãy truyền vào hàm của bạn, {name}, chứ không phải class {kind}: hàm kiểm tra tự gọi hàm đó với các đầu "
+        "vào riêng.",
+    "pass your function itself, {name}, with no parentheses: you passed a value, {value} ({kind}), which is what "
+    "a call returns. The check calls {name} on inputs of its own.":
+        "hãy truyền vào chính hàm của bạn, {name}, không kèm dấu ngoặc: bạn đã truyền một giá trị, {value} "
+        "({kind}), tức là thứ một lần gọi hàm trả về. Hàm kiểm tra tự gọi {name} với các đầu vào riêng.",
 
     # ------------------------------------------------------------------------- 00 start here
     "return a torch dtype, not the string {got!r}: the dtypes are objects of torch (torch.<name>).":
@@ -73,6 +96,27 @@ MESSAGES = {
         "hướng dẫn, từng khoảng trắng một.",
     "your rows have the data's format, BOS to EOS, as in mlabonne/guanaco-llama2-1k.":
         "các dòng của bạn đúng định dạng của dữ liệu, từ BOS đến EOS, như trong mlabonne/guanaco-llama2-1k.",
+    "On a CPU both arguments are None (there is no GPU to name): test for gpu_name is None before using it as a "
+    "string.":
+        "Trên CPU cả hai đối số đều là None (không có GPU nào để gọi tên): hãy kiểm tra gpu_name is None trước khi "
+        "dùng nó như một chuỗi.",
+    "MiB (2**20 bytes)": "MiB (2**20 byte)",
+    "KiB (2**10 bytes)": "KiB (2**10 byte)",
+    "weights_gib({n:,}, {bits}) = {got:.4g} is in {unit}; a GiB is 2**30 bytes, 1024 times 1024 times 1024.":
+        "weights_gib({n:,}, {bits}) = {got:.4g} tính bằng {unit}; một GiB là 2**30 byte, tức 1024 × 1024 × 1024.",
+    "weights_gib({n:,}, {bits}) = {got}: you rounded the result. Return the number as computed and round only "
+    "where you print it (f\"{{x:.2f}}\"): for a small model, two decimals of a GiB can be off by more than 10%.":
+        "weights_gib({n:,}, {bits}) = {got}: bạn đã làm tròn kết quả. Hãy trả về con số đúng như tính được và chỉ "
+        "làm tròn khi in ra (f\"{{x:.2f}}\"): với một mô hình nhỏ, hai chữ số thập phân của GiB có thể lệch hơn "
+        "10%.",
+    "the prompt and the answer are swapped: the question goes inside [INST] … [/INST], the answer after it.":
+        "prompt và câu trả lời bị đổi chỗ: câu hỏi nằm giữa [INST] … [/INST], câu trả lời đứng sau.",
+    "for answer={answer!r} your row holds {written!r} where the answer goes. The data's rows read 'the answer is "
+    "lemon.' because that sentence IS their answer; your function is given the answer already written, so put "
+    "`answer` there exactly as it comes, with no words of your own around it.":
+        "với answer={answer!r}, dòng của bạn chứa {written!r} ở chỗ dành cho câu trả lời. Các dòng của dữ liệu ghi "
+        "'the answer is lemon.' vì chính cả câu đó LÀ câu trả lời của chúng; hàm của bạn nhận câu trả lời đã viết "
+        "sẵn, nên hãy đặt `answer` vào đúng như khi nhận được, không thêm chữ nào của bạn quanh nó.",
 
     # ------------------------------------------------------------------------- 01 low-rank intuition
     "rank_r_matrix({d}, {k}, {r}) has shape {shape}; a d × k matrix is ({d}, {k}).":
@@ -113,6 +157,9 @@ MESSAGES = {
     "below.":
         "các thừa số của LoRA vẫn tốn ít hơn ma trận 4096 × 4096 cho đến r = {square}; LoRA dùng r = 8 hoặc 64 ở "
         "đó, thấp hơn rất nhiều.",
+    "A (d × r) matrix times an (r × k) one: the inner sizes must both be r, and the result is d × k.":
+        "Một ma trận (d × r) nhân với một ma trận (r × k): hai kích thước ở giữa phải cùng là r, và kết quả có kích "
+        "thước d × k.",
 
     # ------------------------------------------------------------------------- 02 LoRA from scratch
     "the layer has no `{attr}` attribute; use PEFT's names: base_layer (the frozen nn.Linear), lora_A (in → r) "
@@ -164,10 +211,6 @@ MESSAGES = {
     "merge() changed the layer's output; it should not.": "merge() làm thay đổi đầu ra của lớp; lẽ ra không được như vậy.",
     "unmerge() should restore the original weight W0.": "unmerge() phải khôi phục trọng số ban đầu W0.",
     "after unmerge() the output should be as before merge().": "sau unmerge(), đầu ra phải giống như trước merge().",
-    "shapes, zero B, α/r scaling, dropout on the LoRA path only, frozen base, merge and unmerge: all as in PEFT's "
-    "LoRA layer.":
-        "kích thước, B bằng 0, hệ số tỉ lệ α/r, dropout chỉ trên nhánh LoRA, lớp gốc đóng băng, gộp và tách: tất cả "
-        "đều như lớp LoRA của PEFT.",
     "Llama-2-7B, q_proj and v_proj, r=8": "Llama-2-7B, q_proj và v_proj, r=8",
     "GPT-3 175B, Wq and Wv, r=1": "GPT-3 175B, Wq và Wv, r=1",
     "GPT-3 175B, Wq and Wv, r=8": "GPT-3 175B, Wq và Wv, r=8",
@@ -198,6 +241,46 @@ MESSAGES = {
         "{after:.4g} thay vì giữ nguyên {before:.4g}.",
     "the scaling α/r (or α/√r with rsLoRA) stays put when r changes only if α moves with it.":
         "khi r thay đổi, hệ số tỉ lệ α/r (hoặc α/√r với rsLoRA) chỉ giữ nguyên nếu α thay đổi theo.",
+    "the update is multiplied by {scale:g}: that is lora_alpha / r with its fraction dropped (integer division // "
+    "or int(): {alpha:g} // {r} = {floor:g}); with lora_alpha < r it gives 0 and switches LoRA off. Keep the "
+    "fraction: divide with /.":
+        "phần cập nhật được nhân với {scale:g}: đó là lora_alpha / r đã bị bỏ phần lẻ (phép chia lấy phần nguyên // "
+        "hoặc int(): {alpha:g} // {r} = {floor:g}); khi lora_alpha < r, kết quả là 0 và LoRA bị tắt hẳn. Hãy giữ "
+        "phần lẻ: chia bằng /.",
+    "the update is multiplied by {scale:.4g} = r / lora_alpha: the scaling is upside down; a larger lora_alpha "
+    "must make the update larger.":
+        "phần cập nhật được nhân với {scale:.4g} = r / lora_alpha: hệ số tỉ lệ bị lộn ngược; lora_alpha lớn hơn "
+        "phải làm phần cập nhật lớn hơn.",
+    "the update is multiplied by {scale:.4g} = lora_alpha / √r: that is rsLoRA's scaling (use_rslora=True); "
+    "plain LoRA divides by r itself.":
+        "phần cập nhật được nhân với {scale:.4g} = lora_alpha / √r: đó là hệ số tỉ lệ của rsLoRA "
+        "(use_rslora=True); LoRA thông thường chia cho chính r.",
+    "your dropout zeroes inputs but does not scale the kept ones by 1 / (1 − p): the update is then smaller in "
+    "training than in eval. nn.Dropout does the scaling for you.":
+        "dropout của bạn đặt một số đầu vào về 0 nhưng không nhân các giá trị được giữ lại với 1 / (1 − p): khi đó "
+        "phần cập nhật lúc huấn luyện nhỏ hơn lúc đánh giá. nn.Dropout tự làm phép nhân này cho bạn.",
+    "your dropout acts on the LoRA path's output, after lora_B. PEFT's LoRA layer drops the input features before "
+    "lora_A: lora_B(lora_A(dropout(x))).":
+        "dropout của bạn tác động lên đầu ra của nhánh LoRA, sau lora_B. Lớp LoRA của PEFT bỏ bớt các đặc trưng "
+        "đầu vào trước lora_A: lora_B(lora_A(dropout(x))).",
+    "your dropout sits between lora_A and lora_B, on the r values A computes. PEFT's LoRA layer drops the input "
+    "features before lora_A instead: lora_B(lora_A(dropout(x))). Dropping one of A's r outputs removes a whole "
+    "direction of the update at once.":
+        "dropout của bạn nằm giữa lora_A và lora_B, trên r giá trị mà A tính ra. Lớp LoRA của PEFT thì bỏ bớt các "
+        "đặc trưng đầu vào trước lora_A: lora_B(lora_A(dropout(x))). Bỏ một trong r đầu ra của A là xóa cả một "
+        "hướng của phần cập nhật cùng một lúc.",
+    "shapes, zero B, α/r scaling, dropout on the LoRA path's input, frozen base, merge and unmerge: all as in "
+    "PEFT's LoRA layer.":
+        "kích thước, B bằng 0, hệ số tỉ lệ α/r, dropout trên đầu vào của nhánh LoRA, lớp gốc đóng băng, gộp và "
+        "tách: tất cả đều như lớp LoRA của PEFT.",
+    "{what}: {got:,} treats every layer as square (2·r·d); A is (r × in) and B is (out × r), and in_features and "
+    "out_features differ for some of these layers.":
+        "{what}: {got:,} coi mọi lớp là ma trận vuông (2·r·d); A là (r × in) và B là (out × r), mà in_features và "
+        "out_features khác nhau ở một số lớp trong đây.",
+    "lora_alpha={alpha}, r={r} → {new_r} with rsLoRA: you returned {got:.4g}, which keeps α/r. rsLoRA scales by "
+    "lora_alpha / sqrt(r), so lora_alpha moves with √r, not with r.":
+        "lora_alpha={alpha}, r={r} → {new_r} với rsLoRA: bạn trả về {got:.4g}, tức là giữ nguyên α/r. Hệ số tỉ lệ "
+        "của rsLoRA là lora_alpha / sqrt(r), nên lora_alpha phải thay đổi theo √r, không phải theo r.",
 
     # ------------------------------------------------------------------------- 03 LoRA vs PEFT
     "return a peft.LoraConfig, got {kind}.": "hãy trả về một peft.LoraConfig; bạn trả về {kind}.",
@@ -269,6 +352,38 @@ MESSAGES = {
         "với targets {targets!r}, logits lệch nhau {diff:.2e}: có A và B bị chép nhầm lớp, hoặc A và B bị đổi chỗ.",
     "the two models now give identical logits: same adapter, two libraries.":
         "giờ hai mô hình cho logits giống hệt nhau: cùng một adapter, hai thư viện.",
+    "PEFT refused target_modules={targets!r}, a name GPT-2 has: given as a string, target_modules is a regular "
+    "expression that must match a module's FULL name (transformer.h.0.…), while a list matches the last part of "
+    "each name. Put the name in a list.":
+        "PEFT từ chối target_modules={targets!r}, dù GPT-2 có tên này: khi là một chuỗi, target_modules là một biểu "
+        "thức chính quy (regular expression) phải khớp với TÊN ĐẦY ĐỦ của mô-đun (transformer.h.0.…), còn một danh "
+        "sách thì khớp với phần cuối của mỗi tên. Hãy đặt tên đó vào một danh sách.",
+    "LoRA also landed on {extra}: {trainable:,} trainable parameters where the attention's query/key/value "
+    "projection alone gives {asked:,}. In GPT-2, c_proj names two layers (the attention's output projection and "
+    "the MLP's second layer) and c_fc is the MLP's first. The tutorial adapted the query and value projections "
+    "only; GPT-2 keeps them in one fused Conv1D: target that one alone.":
+        "LoRA còn được gắn cả vào {extra}: {trainable:,} tham số huấn luyện được, trong khi riêng phép chiếu "
+        "query/key/value của attention chỉ cho {asked:,}. Trong GPT-2, tên c_proj dùng cho hai lớp (phép chiếu đầu ra "
+        "của attention và lớp thứ hai của MLP), còn c_fc là lớp thứ nhất của MLP. Bài hướng dẫn chỉ gắn LoRA vào các "
+        "phép chiếu query và value; GPT-2 gộp chúng trong một Conv1D duy nhất: chỉ nhắm vào lớp đó thôi.",
+    "a Llama whose output head is registered before its layers":
+        "một mô hình Llama có lớp đầu ra được đăng ký trước các lớp khác",
+    "{arch}: {head!r} is in your list, but it is the output head. In this model named_modules() lists the head "
+    "before the layers, so the last nn.Linear found is a down_proj: find the head by what it is, "
+    "model.get_output_embeddings(), not by its place or its name.":
+        "{arch}: {head!r} có trong danh sách của bạn, nhưng đó là lớp đầu ra. Ở mô hình này, named_modules() liệt kê "
+        "lớp đầu ra trước các lớp khác, nên nn.Linear cuối cùng tìm được là một down_proj: hãy tìm lớp đầu ra theo "
+        "bản chất của nó, model.get_output_embeddings(), chứ không theo vị trí hay tên của nó.",
+    "In both libraries lora_A.weight is (r, in_features) and lora_B.weight is (out_features, r), here with r = 4: "
+    "a size error in copy_ means an A went into a B or the reverse (or one layer's tensor into another layer). "
+    "Pair each parameter with the one of the same layer and the same letter.":
+        "Trong cả hai thư viện, lora_A.weight có kích thước (r, in_features) và lora_B.weight có kích thước "
+        "(out_features, r), ở đây r = 4: lỗi kích thước trong copy_ nghĩa là một A bị chép vào một B hoặc ngược lại "
+        "(hoặc tensor của lớp này bị chép vào lớp khác). Hãy ghép mỗi tham số với tham số cùng lớp và cùng chữ cái.",
+    "PEFT's parameter names carry a prefix and an adapter name that ours do not: print a few names of "
+    "peft_model.named_parameters() next to our_model's.":
+        "Tên tham số của PEFT có thêm một tiền tố và tên adapter mà tên của lora_lab không có: hãy in vài tên từ "
+        "peft_model.named_parameters() cạnh tên của our_model.",
 
     # ------------------------------------------------------------------------- 04 NF4 from scratch
     "{n} codes went in, {out} came out: drop the padding code of an odd count.":
@@ -324,6 +439,23 @@ MESSAGES = {
     "bytes confirm.":
         "{plain:g} bit mỗi trọng số khi không lượng tử hóa kép, {dq:.3f} khi có, đúng như bài báo QLoRA tính và số "
         "byte thật xác nhận.",
+    "your codes come out as all the high nibbles, then all the low ones: the two codes of a byte belong side by "
+    "side, code 2i in byte i's high nibble and code 2i+1 in its low one. Interleave them (stack the two halves on a "
+    "new last axis, then flatten) instead of concatenating.":
+        "các mã của bạn ra theo thứ tự tất cả nửa cao trước, rồi tất cả nửa thấp: hai mã của một byte phải đứng "
+        "cạnh nhau, mã 2i ở nửa cao của byte i và mã 2i+1 ở nửa thấp. Hãy xen kẽ chúng (xếp chồng hai nửa theo một "
+        "trục mới ở cuối, rồi làm phẳng) thay vì nối chúng lại.",
+    "{bits} bits give {size} values; yours has {count}, with 0.0 twice: each side's quantiles end at probability "
+    "0.5, which is 0, so keep one zero for both sides.":
+        "{bits} bit cho {size} giá trị; của bạn có {count}, với hai lần 0.0: dãy phân vị của mỗi phía đều kết thúc ở "
+        "xác suất 0.5, tức giá trị 0, nên hãy giữ một số 0 chung cho cả hai phía.",
+    "normal_float_codebook({bits}): your values are (nearly) evenly spaced, a grid like int4's. NormalFloat places "
+    "them at quantiles of a normal distribution, the points that cut it into equal probabilities: they crowd near "
+    "0, where most weights are, and spread out toward ±1, so each code is used about equally often.":
+        "normal_float_codebook({bits}): các giá trị của bạn cách đều (hoặc gần như cách đều), một lưới giống của "
+        "int4. NormalFloat đặt chúng tại các phân vị của phân phối chuẩn, những điểm chia phân phối thành các phần có "
+        "xác suất bằng nhau: chúng dày đặc gần 0, nơi có nhiều trọng số nhất, và thưa dần về phía ±1, nên mỗi mã được "
+        "dùng với tần suất gần như nhau.",
 
     # ------------------------------------------------------------------------- 05 QLoRA from scratch
     "qlora_forward's result": "kết quả của qlora_forward",
@@ -357,6 +489,24 @@ MESSAGES = {
         "một hệ số fp32 cho mỗi 256 khối và một offset fp32. Hãy để ý việc làm tròn lên với byte và khối chưa đầy.",
     "{plain:g} bits per weight at blocksize 64, about {dq:.3f} with double quantization (QLoRA §3).":
         "{plain:g} bit mỗi trọng số với blocksize 64, khoảng {dq:.3f} với lượng tử hóa kép (QLoRA §3).",
+    "layer.base_layer.weight holds the packed 4-bit codes, {count:,} bytes of uint8 with two codes each, not the "
+    "weight: layer.base_layer.dequantize() rebuilds the (out, in) float weight.":
+        "layer.base_layer.weight chứa các mã 4-bit đã đóng gói, {count:,} byte uint8, mỗi byte hai mã, chứ không "
+        "phải trọng số: layer.base_layer.dequantize() mới dựng lại trọng số số thực (out, in).",
+    "you multiplied the base layer's output by the scaling too: α/r weighs the LoRA path only, (α/r)·B·A·x; the "
+    "frozen base computes as it always did.":
+        "bạn đã nhân cả đầu ra của lớp gốc với hệ số tỉ lệ: α/r chỉ áp dụng cho nhánh LoRA, (α/r)·B·A·x; lớp gốc "
+        "đóng băng vẫn tính như mọi khi.",
+    "nf4_bytes({n:,}, {blocksize}, double_quant=True) = {got:,}: that is the size without double quantization, a "
+    "4-byte absmax per block. Double quantization stores each block's absmax as a 1-byte code, plus one fp32 scale "
+    "per 256 blocks and one fp32 offset.":
+        "nf4_bytes({n:,}, {blocksize}, double_quant=True) = {got:,}: đó là kích thước khi không lượng tử hóa kép, "
+        "mỗi khối một absmax 4 byte. Lượng tử hóa kép lưu absmax của mỗi khối thành một mã 1 byte, cộng thêm một hệ "
+        "số fp32 cho mỗi 256 khối và một offset fp32.",
+    "nf4_bytes({n:,}, {blocksize}, double_quant=True) = {got:,}: almost — the fp32 offset is missing (4 bytes, one "
+    "per tensor: the 1-byte absmax codes are stored with their mean taken out).":
+        "nf4_bytes({n:,}, {blocksize}, double_quant=True) = {got:,}: gần đúng rồi — còn thiếu offset fp32 (4 byte, "
+        "mỗi tensor một offset: các mã absmax 1 byte được lưu sau khi đã trừ đi giá trị trung bình của chúng).",
 
     # ------------------------------------------------------------------------- 06 the QLoRA fine-tune
     "padding with the EOS token hides every EOS where padding is masked, so the model never learns to stop; pick "
@@ -409,12 +559,6 @@ MESSAGES = {
     "TopKLogitsWarper do before generate() samples.":
         "T định hình lại phân phối và top_k cắt bỏ phần đuôi của nó, đúng như TemperatureLogitsWarper và "
         "TopKLogitsWarper của transformers làm trước khi generate() lấy mẫu.",
-    "that is 12 bytes per parameter, three fp32 tensors; training keeps four for each LoRA weight: the weight, its "
-    "gradient, and AdamW's two moments m and v. Which one is missing? (Most often the gradient, as large as the "
-    "weight itself.)":
-        "đó là 12 byte mỗi tham số, ba tensor fp32; quá trình huấn luyện giữ bốn tensor cho mỗi trọng số LoRA: chính "
-        "trọng số, gradient của nó, và hai moment m và v của AdamW. Thiếu tensor nào? (Thường là gradient, lớn bằng "
-        "chính trọng số.)",
     "that is 8 bytes per parameter, two fp32 tensors; training keeps four for each LoRA weight: the weight, its "
     "gradient, and AdamW's two moments m and v.":
         "đó là 8 byte mỗi tham số, hai tensor fp32; quá trình huấn luyện giữ bốn tensor cho mỗi trọng số LoRA: chính "
@@ -428,6 +572,26 @@ MESSAGES = {
     "top of the 4-bit base.":
         "{each:g} byte mỗi tham số huấn luyện được với AdamW: {n:,} trọng số LoRA của công thức 7B chiếm {gib:.2f} "
         "GiB, cộng thêm vào mô hình gốc 4-bit.",
+    "that is 12 bytes per parameter. Either three fp32 tensors, one short of the four training keeps for each LoRA "
+    "weight (the weight, its gradient, and AdamW's two moments m and v; most often the gradient is forgotten), or "
+    "all four with the weight and its gradient in fp16, 2 + 2 + 8. The exercise keeps them in fp32, as the kit "
+    "does: the 4-bit base computes in 16 bits, but fp16 trainable weights make mixed-precision training fail "
+    "(\"Attempting to unscale FP16 gradients\"), and fp16's 10-bit mantissa rounds away updates far smaller than "
+    "the weight.":
+        "đó là 12 byte mỗi tham số. Hoặc là ba tensor fp32, thiếu một trong bốn tensor mà quá trình huấn luyện giữ "
+        "cho mỗi trọng số LoRA (chính trọng số, gradient của nó, và hai moment m và v của AdamW; hay bị quên nhất là "
+        "gradient), hoặc là đủ cả bốn nhưng trọng số và gradient ở fp16, 2 + 2 + 8. Bài tập giữ chúng ở fp32, như bộ "
+        "kit: mô hình gốc 4-bit tính ở 16 bit, nhưng trọng số huấn luyện được ở fp16 làm việc huấn luyện với độ chính "
+        "xác hỗn hợp báo lỗi (\"Attempting to unscale FP16 gradients\"), và phần định trị 10 bit của fp16 làm tròn "
+        "mất những cập nhật nhỏ hơn nhiều so với trọng số.",
+    "training_bytes({n:,}, 'adamw_8bit') = {got:,} counts AdamW's two moments in fp32; the 8-bit optimizer stores "
+    "each moment in 1 byte (with a scale per block, negligible).":
+        "training_bytes({n:,}, 'adamw_8bit') = {got:,} tính hai moment của AdamW ở fp32; bộ tối ưu 8-bit lưu mỗi "
+        "moment trong 1 byte (kèm một hệ số cho mỗi khối, không đáng kể).",
+    "training_bytes({n:,}, 'sgd') = {got:,}: plain SGD keeps no state of its own, only the weight and its gradient "
+    "(a momentum buffer comes only with momentum > 0).":
+        "training_bytes({n:,}, 'sgd') = {got:,}: SGD thuần không giữ trạng thái riêng nào, chỉ có trọng số và "
+        "gradient của nó (bộ đệm momentum chỉ có khi momentum > 0).",
 
     # ------------------------------------------------------------------------- 07 beyond LoRA
     "pool_groups(x of shape {shape}, {gs}) should have shape {want} (one value per group, on the last axis), got "
@@ -520,6 +684,12 @@ MESSAGES = {
     "and B now train the directions that matter most.":
         "adapter bắt đầu với phần chính của W0, còn lớp gốc đóng băng giữ phần còn lại: lúc khởi tạo mô hình vẫn như "
         "cũ, nhưng giờ A và B huấn luyện những hướng quan trọng nhất.",
+    "that is G × the mean, with G = in_features / group_size = {groups} groups: the input PEFT's QA-LoRA layer "
+    "feeds to A, G·x̄. pool_groups is the group mean x̄ itself; the layer multiplies by G afterwards "
+    "(QALoRALinear.pool_scale).":
+        "đó là G × giá trị trung bình, với G = in_features / group_size = {groups} nhóm: đầu vào mà lớp QA-LoRA của "
+        "PEFT đưa vào A, G·x̄. pool_groups chính là giá trị trung bình của nhóm, x̄; lớp này nhân với G sau đó "
+        "(QALoRALinear.pool_scale).",
 
     # ------------------------------------------------------------------------- 08 beyond one GPU (scaling.py)
     "return a whole number of bytes (an int), got {kind}.":

@@ -57,8 +57,8 @@ versions()
 
 # %% [markdown]
 # **Exercise 1.** Cut the last axis into G groups of `group_size` neighbours — `unflatten(-1, (G,
-# group_size))`, with −1 letting torch work out G — and average within each group. (PEFT then
-# multiplies by G before A; that factor is not part of the pooling.)
+# group_size))`, with −1 letting torch work out G — and average within each group: that is x̄. (The layer
+# then multiplies x̄ by G before A, as PEFT does; G · x̄ is not what `pool_groups` returns.)
 
 # %%
 def pool_groups(x: torch.Tensor, group_size: int) -> torch.Tensor:
