@@ -202,7 +202,7 @@ print(len(keys), "tensors, e.g.", keys[0])
 numbers, size = sum(t.numel() for t in tensors.values()), adapter_file.stat().st_size
 print(f"{numbers:,} numbers, {size:,} bytes on disk")
 assert numbers == trainable and all(t.dtype == torch.float32 for t in tensors.values())
-assert 4 * numbers < size < 4 * numbers + 10_000  # 4 bytes a number, plus a short header naming the tensors
+assert 4 * numbers < size < 4 * numbers + 10_000  # 4 bytes a number, plus a header: tensor names, base fingerprint
 
 # %% [markdown]
 # Merging works the same way in both: PEFT's `merge_and_unload()` and `lora_lab.merge_lora(model,

@@ -89,10 +89,11 @@ def check_gpt2_lora_config(fn) -> str:
                                        "(transformer.h.0.…), while a list matches the last part of each name. Put the "
                                        "name in a list.").format(targets=targets)) from None
             targets = sorted(targets) if isinstance(targets, (set, list, tuple)) else targets
-            raise AssertionError(_("PEFT refused the config ({error}: target_modules {targets} match nothing in "
-                                   "GPT-2). GPT-2 does not name its layers as Llama does: print(model) and see what "
-                                   "it calls its attention projection, one fused Conv1D for query, key and value."
-                                   ).format(error=type(e).__name__, targets=targets)) from None
+            # (not the exception's class: PEFT 0.20 raises NoMatchingPeftModuleError where 0.21 raises ValueError)
+            raise AssertionError(_("PEFT refused the config: target_modules {targets} match nothing in GPT-2. "
+                                   "GPT-2 does not name its layers as Llama does: print(model) and see what it calls "
+                                   "its attention projection, one fused Conv1D for query, key and value."
+                                   ).format(targets=targets)) from None
     assert isinstance(wrapped, peft.PeftModelForCausalLM), _(
         "task_type={task!r}: PEFT wrapped GPT-2 as a {kind}, not as a causal language model (whose wrapper "
         "generates text and shifts the labels). Set the peft.TaskType that says what GPT-2 is."

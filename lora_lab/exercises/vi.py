@@ -291,12 +291,12 @@ MESSAGES = {
     "the exercise asks for the dropout on the LoRA path (lora_dropout) = 0.1; your config has "
     "lora_dropout={got!r}.":
         "đề bài yêu cầu tỉ lệ dropout trên nhánh LoRA (lora_dropout) = 0.1; cấu hình của bạn có lora_dropout={got!r}.",
-    "PEFT refused the config ({error}: target_modules {targets} match nothing in GPT-2). GPT-2 does not name its "
-    "layers as Llama does: print(model) and see what it calls its attention projection, one fused Conv1D for "
-    "query, key and value.":
-        "PEFT từ chối cấu hình ({error}: target_modules {targets} không khớp với lớp nào trong GPT-2). GPT-2 không "
-        "đặt tên các lớp như Llama: hãy print(model) và xem nó gọi phép chiếu attention của mình là gì — một Conv1D "
-        "gộp chung cho query, key và value.",
+    "PEFT refused the config: target_modules {targets} match nothing in GPT-2. GPT-2 does not name its layers as "
+    "Llama does: print(model) and see what it calls its attention projection, one fused Conv1D for query, key and "
+    "value.":
+        "PEFT từ chối cấu hình: target_modules {targets} không khớp với lớp nào trong GPT-2. GPT-2 không đặt tên các "
+        "lớp như Llama: hãy print(model) và xem nó gọi phép chiếu attention của mình là gì — một Conv1D gộp chung cho "
+        "query, key và value.",
     "task_type={task!r}: PEFT wrapped GPT-2 as a {kind}, not as a causal language model (whose wrapper generates "
     "text and shifts the labels). Set the peft.TaskType that says what GPT-2 is.":
         "task_type={task!r}: PEFT bọc GPT-2 thành một {kind}, không phải một mô hình ngôn ngữ nhân quả (causal "
