@@ -1,4 +1,4 @@
-"""A catalogue of the answers learners give to the 24 exercise checks, and the verdict each must get.
+"""A catalogue of the answers learners give to the exercise checks, and the verdict each must get.
 
 Each entry is (label, answer, verdict, phrase): `verdict` is "correct" or "wrong"; for a wrong answer,
 `phrase` is a piece of the English message template that names the idea behind the mistake (not only
@@ -426,6 +426,48 @@ def pissa_factors_smallest(weight, r, scaling):
     return a, b, weight - scaling * b @ a
 
 
+# ----------------------------------------------------------------------------- 08 beyond one GPU
+
+def shard_bytes(shape, element_size, world_size, rank):
+    row_bytes = element_size * torch.Size(shape[1:]).numel()
+    per_process = -(-shape[0] // world_size)  # ceil
+    return min(per_process, max(0, shape[0] - rank * per_process)) * row_bytes
+
+
+def shard_bytes_by_chunk(shape, element_size, world_size, rank):  # torch.chunk itself, as FSDP2 does: as good
+    chunks = torch.arange(shape[0]).chunk(world_size)
+    rows = len(chunks[rank]) if rank < len(chunks) else 0
+    return rows * element_size * torch.Size(shape[1:]).numel()
+
+
+def fsdp_parts(parts, num_processes):
+    kept_whole = ("quant_constants", "activations")
+    return {k: v if k in kept_whole else v // num_processes for k, v in parts.items()}
+
+
+def dequantize_shard(codes, absmax):
+    from lora_lab.nf4 import nf4_codebook, unpack_4bit
+
+    blocks = codes.shape[0]
+    return nf4_codebook()[unpack_4bit(codes, blocks * 64).long()].view(blocks, 64) * absmax.unsqueeze(1)
+
+
+def dequantize_shard_nibbles_swapped(codes, absmax):
+    from lora_lab.nf4 import nf4_codebook
+
+    blocks = codes.shape[0]
+    nibbles = torch.stack([codes & 15, codes >> 4], dim=-1).reshape(blocks, 64).long()
+    return nf4_codebook()[nibbles] * absmax.unsqueeze(1)
+
+
+def dequantize_shard_nibbles_concatenated(codes, absmax):  # every high nibble first, then every low one
+    from lora_lab.nf4 import nf4_codebook
+
+    blocks = codes.shape[0]
+    nibbles = torch.cat([codes >> 4, codes & 15], dim=-1).reshape(blocks, 64).long()
+    return nf4_codebook()[nibbles] * absmax.unsqueeze(1)
+
+
 # ----------------------------------------------------------------------------- the catalogue
 
 CATALOGUE = {
@@ -720,5 +762,34 @@ CATALOGUE = {
         ("the scaling left out", pissa_factors_unscaled, WRONG, "divide the singular values by the scaling"),
         ("all of S in B", pissa_factors_uneven, WRONG, "splits √(S_r / scaling) evenly"),
         ("the smallest singular values", pissa_factors_smallest, WRONG, "LARGEST singular"),
+    ],
+    ex.check_shard_bytes: [
+        ("ceil(rows / N) rows, the rest to the last", shard_bytes, RIGHT, None),
+        ("torch.chunk's rows", shard_bytes_by_chunk, RIGHT, None),
+        ("the bytes split evenly", lambda s, e, w, r: torch.Size(s).numel() * e // w, WRONG,
+         "you split the bytes evenly"),
+        ("rows // N", lambda s, e, w, r: s[0] // w * e * torch.Size(s[1:]).numel(), WRONG, "rounded down"),
+        ("a float", lambda s, e, w, r: torch.Size(s).numel() * e / w, WRONG, "a whole number of bytes"),
+        ("every rank the first one's share", lambda s, e, w, r: -(-s[0] // w) * e * torch.Size(s[1:]).numel(), WRONG,
+         "which is not process"),
+        ("the whole parameter on every process", lambda s, e, w, r: torch.Size(s).numel() * e, WRONG,
+         "which is not process"),
+    ],
+    ex.check_fsdp_parts: [
+        ("all but the scales and the activations divided", fsdp_parts, RIGHT, None),
+        ("DDP: nothing divided", lambda p, n: dict(p), WRONG, "that is data parallelism (DDP)"),
+        ("everything divided", lambda p, n: {k: v // n for k, v in p.items()}, WRONG, "QuantState beside the weight"),
+        ("activations divided too", lambda p, n: {k: v if k == "quant_constants" else v // n for k, v in p.items()},
+         WRONG, "activations are not divided"),
+        ("only the LoRA side divided", lambda p, n: {k: v // n if k in ("lora_weights", "gradients", "optimizer_state") else v
+                                                     for k, v in p.items()}, WRONG, "that is data parallelism"),
+        ("another dict", lambda p, n: {"weights": 1}, WRONG, "the same parts"),
+    ],
+    ex.check_dequantize_shard: [
+        ("codebook values times each block's scale", dequantize_shard, RIGHT, None),
+        ("the scales left out", lambda c, a: dequantize_shard(c, torch.ones_like(a)), WRONG, "code values in [-1, 1]"),
+        ("the nibbles swapped", dequantize_shard_nibbles_swapped, WRONG, "swapped"),
+        ("the nibbles concatenated", dequantize_shard_nibbles_concatenated, WRONG, "differ from the same blocks"),
+        ("one block only", lambda c, a: dequantize_shard(c, a)[:1], WRONG, "dequantizes to"),
     ],
 }

@@ -80,7 +80,7 @@ def check_gpt2_lora_config(fn) -> str:
         warnings.simplefilter("ignore")
         try:
             wrapped = peft.get_peft_model(model, copy.deepcopy(config))
-        except ValueError as e:
+        except ValueError:
             targets = config.target_modules
             if isinstance(targets, str) and targets != "all-linear" and any(
                     n.rsplit(".", 1)[-1] == targets for n, _module in model.named_modules()):
