@@ -33,21 +33,25 @@ from lora_lab.models import HUB_MODEL, describe_quantization, load_tokenizer
 from lora_lab.paths import EMBEDDED_MODEL
 from lora_lab.tasks import parse_llama2
 
-STEPS = 300  # the tiny profile's default: `lora-lab finetune` as a learner runs it, about 40 s here
+# The tiny profile's recipe as notebook 06 runs it on a CPU: 100 of its 300 steps (its held-out score is flat
+# from about step 60, which notebook 06 asserts); the whole 300-step run is the README's measured figure.
+STEPS = 100
+TINY = {"max_steps": STEPS}
 A100 = Hardware("cuda", "NVIDIA A100-SXM4-40GB", True, 39.4)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("qlora")
-    result = finetune(resolve_config("tiny"), out=out, progress=False, log=lambda *a: None)
+    result = finetune(resolve_config("tiny", **TINY), out=out, progress=False, log=lambda *a: None)
     return out, result
 
 
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("lora")
-    return finetune(resolve_config("tiny", quantization="none"), out=out, progress=False, log=lambda *a: None)
+    return finetune(resolve_config("tiny", quantization="none", **TINY), out=out, progress=False,
+                    log=lambda *a: None)
 
 
 # ----------------------------------------------------------------------------- the tiny run
@@ -61,7 +65,7 @@ def test_run_lifts_the_held_out_score(run):
     assert m["metric_after"] >= 0.90, m["eval_after"]["per_task"]
     assert m["steps"] == STEPS and m["num_processes"] == 1
     assert m["train_seconds"] > 0 and m["peak_memory_mb"] > 0 and m["peak_memory_kind"] == "process RSS"
-    assert m["config"] == dataclasses.asdict(resolve_config("tiny"))
+    assert m["config"] == dataclasses.asdict(resolve_config("tiny", **TINY))
     assert m["plan"]["precision"] == "fp32" and m["plan"]["optim"] == "adamw_torch"
     assert m["quantization"] == {"quantized_layers": 28, "quant_type": "nf4", "double_quant": True,
                                  "blocksize": 64, "compute_dtype": "float32"}
