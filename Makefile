@@ -45,7 +45,7 @@ $(COLAB_STAMP): tests/colab/pip-freeze.gpu.txt $(LOCK) $(STANDIN) | $(STAMP)
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q --no-compile -c $(LOCK) $(TORCH) -e ".[dev]"
+	$(BIN)/python -m pip install -q -c $(LOCK) $(TORCH) -e ".[dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -122,7 +122,7 @@ def image(venv: Path, main_venv: Path | None = None) -> None:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     colab = colab_pins()
     constraints = write_constraints(venv / "colab-constraints.txt", colab)
-    quick = ("-q", "--no-compile")  # bytecode is compiled on first import, for the modules a run uses
+    quick = ("-q",)  # (bytecode compiled at install: where PYTHONDONTWRITEBYTECODE is set, never on import)
     if not (main_venv and link_torch(main_venv, venv)):
         pip(venv, "install", *quick, "--upgrade", "pip")
         pip(venv, "install", *quick, TORCH)  # with a current pip: older ones refuse the file's +cpu label
