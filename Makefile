@@ -26,18 +26,18 @@ JOBS    ?= auto
 THREADS ?= 1
 PYTEST  := OMP_NUM_THREADS=$(THREADS) $(BIN)/python -m pytest -n $(JOBS) --dist loadfile
 # The second pass: the Colab stand-in. A venv with Colab's published package versions
-# (tests/colab/pip-freeze.gpu.txt; torch stays the CPU build), rebuilt when that list, the lock or the script
-# changes. Each run installs the kit with the notebooks' own first cell, then runs every notebook, English and
-# Vietnamese, with solutions, from a folder outside the clone, under another set of torch CPU kernels than
-# this machine's (tests/cpu_matrix.py: AVX-512 machines check AVX2, AVX2 machines the plain kernels), because
-# stored outputs must hold on every learner's CPU.
+# (tests/colab/pip-freeze.gpu.txt; torch stays the CPU build), rebuilt when that list, the lock, the script or
+# the kit's dependencies (pyproject.toml) change. Each run installs the kit with the notebooks' own first cell,
+# then runs every notebook, English and Vietnamese, with solutions, from a folder outside the clone, under another
+# set of torch CPU kernels than this machine's (tests/cpu_matrix.py: AVX-512 machines check AVX2, AVX2 machines
+# the plain kernels), because stored outputs must hold on every learner's CPU.
 COLAB       := .venv-colab
 COLAB_STAMP := $(COLAB)/.image
 STANDIN     := tests/colab_standin.py
 
 .PHONY: lab test test-colab colab-ready test-colab-pass venv notebooks notebooks-vi benchmarks lock rebuild-data clean
 
-$(COLAB_STAMP): tests/colab/pip-freeze.gpu.txt $(LOCK) $(STANDIN) | $(STAMP)
+$(COLAB_STAMP): tests/colab/pip-freeze.gpu.txt $(LOCK) $(STANDIN) pyproject.toml | $(STAMP)
 	rm -rf $(COLAB)
 	$(PYTHON) $(STANDIN) image $(COLAB) $(VENV)
 	touch $@

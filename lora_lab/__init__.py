@@ -8,6 +8,9 @@ import logging as _logging
 # not use that optional package, so the advice is noise for a learner (the kit imports bitsandbytes later)
 _logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)
 
+# --- the learner's language: what the kit prints and draws, and how it writes numbers ---
+from .i18n import format_number, get_language, num, set_language
+
 # --- embedded model and data ---
 from .data import load_instruction_dataset
 from .evaluate import evaluate, generate_answers

@@ -28,6 +28,8 @@ from math import prod
 import torch
 from torch import nn
 
+from .i18n import _
+
 PROBE_SHAPE, PROBE_BLOCKSIZE = (8, 48), 64  # 48 % 16 == 0 and 48 % 64 != 0: the shape that tells the paths apart
 
 
@@ -75,15 +77,16 @@ def dequantize_error(shape=PROBE_SHAPE, blocksize: int = PROBE_BLOCKSIZE, seed: 
 
 
 def describe_dequantize(features: dict | None = None) -> str:
-    """One sentence: which path this machine's bitsandbytes takes for a row that is not whole blocks."""
+    """One sentence, in the kit's language: which path this machine's bitsandbytes takes for a row that is not whole blocks."""
     f = features or cpu_features()
     if f["avx512f"]:
-        return ("This CPU reports AVX-512F, so bitsandbytes' CPU dequantize_4bit takes its AVX-512 kernel, which is "
-                "wrong for a last dimension that is a multiple of 16 but not of the blocksize (rows after the first).")
+        return _("This CPU reports AVX-512F, so bitsandbytes' CPU dequantize_4bit takes its AVX-512 kernel, which is "
+                 "wrong for a last dimension that is a multiple of 16 but not of the blocksize (rows after the first).")
     if f["avx512f"] is None:
-        return "This bitsandbytes does not say which CPU kernels it uses: measure it before trusting it."
-    return (f"This CPU ({f['machine']}, no AVX-512F) takes bitsandbytes' scalar CPU kernel, which is exact "
-            "for every shape; AVX-512 CPUs (most servers and cloud VMs, AMD Zen 4 and later) take a faulty one.")
+        return _("This bitsandbytes does not say which CPU kernels it uses: measure it before trusting it.")
+    return _("This CPU ({machine}, no AVX-512F) takes bitsandbytes' scalar CPU kernel, which is exact for every shape; "
+             "AVX-512 CPUs (most servers and cloud VMs, AMD Zen 4 and later) take a faulty one.").format(
+        machine=f["machine"])
 
 
 def keep_4bit_weights_as_trained(model: nn.Module) -> nn.Module:

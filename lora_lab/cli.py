@@ -8,6 +8,7 @@
     lora-lab estimate --profile llama2-70b-fsdp         # per GPU: one GPU, DDP and FSDP over two, compared
     lora-lab classroom release OUT/                     # a student copy: no solutions, exercise outputs cleared
     lora-lab classroom grade SUBMISSIONS/ --out grades.csv   # run and grade submitted notebooks
+    lora-lab --language vi estimate                     # what the kit prints, in Vietnamese (also after the command)
     accelerate launch --num_processes 2 -m lora_lab finetune ...   # data parallel, one process per GPU
     accelerate launch --config_file "$(lora-lab fsdp-config)" --num_processes 2 -m lora_lab finetune --sharding fsdp
                                                         # fully sharded over two GPUs (FSDP-QLoRA)
@@ -37,6 +38,7 @@ from .finetune import (
     resolve_config,
     target_layers,
 )
+from .i18n import LANGUAGES, _, num, set_language
 from .lora import ALL_LINEAR
 from .plan import planning_hardware
 
@@ -102,8 +104,12 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, metavar=f.name.upper(), **kw)
 
 
+LANGUAGE_HELP = "language of what the kit prints: en (English) or vi (Vietnamese); error messages stay English"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lora-lab", description="LoRA and QLoRA, built and run from scratch.")
+    parser.add_argument("--language", choices=LANGUAGES, default="en", help=LANGUAGE_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     ft = sub.add_parser("finetune", help="QLoRA fine-tune with TRL's SFTTrainer, PEFT and bitsandbytes",
                         description="Fine-tune a profile's model on its data; every setting can be overridden.")
@@ -124,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--no-progress", action="store_true", help="no progress bar")
     for p in (ft, est):
         add_config_arguments(p)
+        p.add_argument("--language", choices=LANGUAGES, default=argparse.SUPPRESS, help=LANGUAGE_HELP)
     sub.add_parser("fsdp-config", help="print the path of the accelerate config file for FSDP (FSDP-QLoRA)",
                    description="The accelerate config the kit ships for fully sharded training over GPUs: "
                                "accelerate launch --config_file \"$(lora-lab fsdp-config)\" --num_processes N "
@@ -168,7 +175,8 @@ def _add_classroom(sub) -> None:
                     help="seconds one cell may run before it is interrupted (120)")
     gr.add_argument("--memory-gib", type=_positive, default=6.0, metavar="GIB",
                     help="address space a notebook may map, in GiB (6)")
-    gr.add_argument("--language", choices=("en", "vi"), default="en", help="language of the checks' messages")
+    gr.add_argument("--language", choices=LANGUAGES, default=argparse.SUPPRESS,
+                    help="language of the checks' messages and of what the grader prints (en)")
     gr.add_argument("--plot", metavar="PNG", help="where to draw the summary (default: next to --out, .png)")
     gr.add_argument("-j", "--jobs", type=_count, default=1, metavar="N",
                     help="grade N submissions at a time (1); each may use --memory-gib")
@@ -253,30 +261,32 @@ def _estimate(config: FinetuneConfig) -> int:
     if hardware.device == "cpu" and needs_gpu(config):
         hardware = planning_hardware(config)
         name = "Colab T4" if hardware.gpu == "Tesla T4" else hardware.gpu
-        print(f"(no GPU here: planned for a {name}, {hardware.memory_gib} GiB)")
+        print(_("(no GPU here: planned for a {name}, {gib} GiB)").format(name=name, gib=hardware.memory_gib))
     run_plan = plan(config, hardware)
     estimate = estimate_for(config, run_plan)
     print(estimate.table())
     budget = hardware.memory_gib
-    fits = lambda e: f"{'fits' if e.fits(budget) else 'does NOT fit'} in {budget:.2f} GiB" if budget else ""
+    fits = lambda e: ((_("fits in {gib:.2f} GiB") if e.fits(budget) else _("does NOT fit in {gib:.2f} GiB")).format(
+        gib=budget) if budget else "")
     if budget:
         print(fits(estimate))
     n = run_plan.get("num_processes", 1)
     if n > 1:
-        gib = lambda e: f"{e.total / 2**30:7.2f} GiB"
+        gib = lambda e: f"{num(e.total / 2**30):7.2f} GiB"
         one = dataclasses.replace(config, sharding="none", num_processes=1)
         one_plan = {**run_plan, "sharding": "none", "num_processes": 1}
-        print("\nper device, side by side:")
-        rows = [("one device alone", estimate_for(one, one_plan))]
-        rows += [(f"{sharding.upper()} over {n} devices", estimate_for(config, {**run_plan, "sharding": sharding}))
-                 for sharding in ("ddp", "fsdp")]
+        print("\n" + _("per device, side by side:"))
+        rows = [(_("one device alone"), estimate_for(one, one_plan))]
+        rows += [(_("{sharding} over {n} devices").format(sharding=sharding.upper(), n=n),
+                  estimate_for(config, {**run_plan, "sharding": sharding})) for sharding in ("ddp", "fsdp")]
         for label, e in rows:
             print(f"  {label:<22}{gib(e)}  {fits(e)}".rstrip())
         if run_plan["sharding"] == "fsdp":
             load = estimate.quant_constants + estimate_for(one, one_plan).weights
-            print(f"at load, before FSDP shards it, each process holds the whole 4-bit model (transformers loads it "
-                  f"onto the process's own device): {load / 2**30:.2f} GiB"
-                  + (f", which does NOT fit in {budget:.2f} GiB" if budget and load > budget * 2**30 else ""))
+            print(_("at load, before FSDP shards it, each process holds the whole 4-bit model (transformers loads it "
+                    "onto the process's own device): {gib:.2f} GiB").format(gib=load / 2**30)
+                  + (_(", which does NOT fit in {gib:.2f} GiB").format(gib=budget)
+                     if budget and load > budget * 2**30 else ""))
     return 0
 
 
@@ -284,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 a setting or machine problem)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    set_language(args.language)  # one setting for everything the kit prints from here on
     if args.command == "fsdp-config":
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -7,6 +7,8 @@ import platform
 
 import torch
 
+from .i18n import _
+
 PACKAGES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "datasets", "accelerate")
 T4_USABLE_GIB = 14.75  # what a Colab T4 exposes of its 16 GB
 
@@ -23,15 +25,19 @@ def versions() -> dict[str, str]:
 
 
 def gpu_advice(name: str | None, total_gib: float | None, bf16: bool | None) -> str:
-    """A sentence on what this accelerator means for the kit (name None: CPU only)."""
+    """A sentence on what this accelerator means for the kit (name None: CPU only), in the kit's language."""
     if name is None:
-        return ("No GPU: every notebook runs on the CPU with the embedded tiny Llama (minutes). "
-                "For Llama-2-7B, open the notebook in Colab and pick Runtime > Change runtime type > T4 GPU.")
+        return _("No GPU: every notebook runs on the CPU with the embedded tiny Llama (minutes). For Llama-2-7B, open "
+                 "the notebook in Colab and pick Runtime > Change runtime type > T4 GPU.")
     if "T4" in name:
-        return (f"NVIDIA T4 ({total_gib:.2f} GiB usable, Colab's free GPU): compute in fp16 — the T4 has no bf16 — "
-                "and 4-bit NF4 weights make Llama-2-7B fit (about 3.9 GB of weights).")
-    precision = "bf16" if bf16 else "fp16 (no bf16 on this GPU)"
-    return f"{name} ({total_gib:.1f} GiB): compute in {precision}; the Llama-2-7B QLoRA profile fits if 4-bit weights are used."
+        return _("NVIDIA T4 ({gib:.2f} GiB usable, Colab's free GPU): compute in fp16 — the T4 has no bf16 — and 4-bit "
+                 "NF4 weights make Llama-2-7B fit (about {weights_gb} GB of weights).").format(gib=total_gib,
+                                                                                          weights_gb=3.9)
+    if bf16:
+        return _("{name} ({gib:.1f} GiB): compute in bf16; the Llama-2-7B QLoRA profile fits if 4-bit weights are "
+                 "used.").format(name=name, gib=total_gib)
+    return _("{name} ({gib:.1f} GiB): compute in fp16 (no bf16 on this GPU); the Llama-2-7B QLoRA profile fits if "
+             "4-bit weights are used.").format(name=name, gib=total_gib)
 
 
 def describe_environment() -> dict:

@@ -30,6 +30,7 @@ from .config import (  # noqa: F401  (the settings' names, importable from here 
 )
 from .data import load_instruction_dataset
 from .hub import is_local, require_hub
+from .i18n import N_, _, format_number, translate
 from .memory import current_memory_mb, peak_memory_mb
 from .models import bnb_4bit_config, describe_quantization, load_base_model, load_tokenizer
 from .plan import (  # noqa: F401  (importable from here as before)
@@ -164,6 +165,8 @@ def finetune(config: FinetuneConfig | None = None, out: str | os.PathLike = "run
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
+    from .progress import use_notebook_progress
+
     out = Path(out)
     if config is None and resume and (record := runs.read_record(out)) and record.get("config"):
         saved = dict(record["config"])
@@ -203,12 +206,13 @@ def finetune(config: FinetuneConfig | None = None, out: str | os.PathLike = "run
             runs.clear(out)
         else:
             dropped = runs.drop_incomplete(out)
-            say(f"resuming {out} from {start.checkpoint.name}" + (f" (removed {', '.join(dropped)}, cut off "
-                                                                   "mid-write)" if dropped else ""))
+            say(_("resuming {out} from {checkpoint}").format(out=out, checkpoint=start.checkpoint.name)
+                + (_(" (removed {names}, cut off mid-write)").format(names=", ".join(dropped)) if dropped else ""))
         runs.write_record(out, record)
     state.wait_for_everyone()
-    say(f"lora-lab finetune: profile {config.profile!r} on {run_plan['gpu'] or 'CPU'}, "
-        f"{run_plan['precision']} compute, optimizer {run_plan['optim']}")
+    say(_("lora-lab finetune: profile {profile!r} on {device}, {precision} compute, optimizer {optim}").format(
+        profile=config.profile, device=run_plan["gpu"] or "CPU", precision=run_plan["precision"],
+        optim=run_plan["optim"]))
     if run_plan["optim_note"]:
         say(run_plan["optim_note"])
 
@@ -217,10 +221,10 @@ def finetune(config: FinetuneConfig | None = None, out: str | os.PathLike = "run
     try:
         model, tokenizer = load_for_training(config, run_plan)
         quant = describe_quantization(model)
-        say(f"4-bit layers as loaded: {quant}")
+        say(_("4-bit layers as loaded: {layers}").format(layers=quant))
         longest = max(len(r) for r in train_rows["input_ids"])  # a batch is padded to its longest row
         estimate = estimate_for(config, run_plan, seq_len=longest, model_config=model.config)
-        say("memory estimate (per process):\n" + estimate.table("MiB"))
+        say(_("memory estimate (per process):") + "\n" + estimate.table("MiB"))
 
         before = record.get("eval_before")  # measured once, by the first attempt
         if before is None and main:
@@ -235,9 +239,11 @@ def finetune(config: FinetuneConfig | None = None, out: str | os.PathLike = "run
         trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, processing_class=tokenizer,
                              peft_config=peft_config, callbacks=[timer])
         _check_wrapped(trainer.model, targets)
+        use_notebook_progress(trainer)  # transformers' notebook progress table, in the kit's language
         _keep_adapters_fp32(trainer.model)
         trainable, total = trainer.model.get_nb_trainable_parameters()
-        say(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}")
+        say(_("trainable params: {trainable:,} || all params: {total:,} || trainable%: {share:.4f}").format(
+            trainable=trainable, total=total, share=100 * trainable / total))
 
         t0 = time.time()
         if start.checkpoint and runs.trained_out(start.checkpoint):
@@ -265,7 +271,7 @@ def finetune(config: FinetuneConfig | None = None, out: str | os.PathLike = "run
         if main:
             score = (lambda m: m["accuracy"]) if eval_rows is not None else (lambda m: m["samples"])
             metrics = {
-                "metric": "held-out exact match" if eval_rows is not None else "sample generations",
+                "metric": HELD_OUT_METRIC if eval_rows is not None else SAMPLES_METRIC,
                 "metric_before": score(before), "metric_after": score(after),
                 "eval_before": before, "eval_after": after,
                 "train_seconds": round(train_seconds, 2), "total_seconds": round(time.time() - t_start, 2),
@@ -290,8 +296,9 @@ def finetune(config: FinetuneConfig | None = None, out: str | os.PathLike = "run
             runs.write_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
             runs.write_record(out, {**runs.read_record(out), "status": "finished",
                                     "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
-            say(f"{metrics['metric']}: {_show(metrics['metric_before'])} -> {_show(metrics['metric_after'])} "
-                f"in {train_seconds:.0f} s of training; wrote {out}/adapter, loss_log.csv, metrics.json")
+            say(_("{metric}: {before} -> {after} in {seconds:.0f} s of training; wrote {out}/adapter, loss_log.csv, "
+                  "metrics.json").format(metric=metric_label(metrics["metric"]), before=_show(metrics["metric_before"]),
+                                         after=_show(metrics["metric_after"]), seconds=train_seconds, out=out))
         state.wait_for_everyone()
         return FinetuneResult(metrics, peft_model, tokenizer, trainer)
     except BaseException as err:  # a failure or Ctrl-C: run.json says so, and how to go on
@@ -308,10 +315,11 @@ def _record_stop(out: Path, err: BaseException, say) -> None:
                             "error": None if interrupted else f"{type(err).__name__}: {err}",
                             "stopped": time.strftime("%Y-%m-%d %H:%M:%S")})
     done = runs.checkpoints(out)
-    how = (f"continue from step {done[-1][0]} with: lora-lab finetune --out {out} --resume" if done else
-           "no checkpoint was saved yet, so the same command starts it again")
-    say(f"lora-lab: the run in {out} {'was interrupted' if interrupted else 'failed'} and is recorded so in "
-        f"{runs.RUN_FILE}; {how}")
+    how = (_("continue from step {step} with: lora-lab finetune --out {out} --resume").format(step=done[-1][0], out=out)
+           if done else _("no checkpoint was saved yet, so the same command starts it again"))
+    stopped = (_("lora-lab: the run in {out} was interrupted and is recorded so in {file}; {how}") if interrupted else
+               _("lora-lab: the run in {out} failed and is recorded so in {file}; {how}"))
+    say(stopped.format(out=out, file=runs.RUN_FILE, how=how))
 
 
 def _per_process(value, state) -> list:
@@ -325,5 +333,14 @@ def _per_process(value, state) -> list:
     return values
 
 
+# metrics.json's "metric": what the fine-tune measured, before and after (the file keeps these English names)
+HELD_OUT_METRIC, SAMPLES_METRIC = N_("held-out exact match"), N_("sample generations")
+
+
+def metric_label(metric: str) -> str:
+    """metrics.json's "metric" ("held-out exact match", "sample generations") in the kit's language."""
+    return translate(metric) if metric in (HELD_OUT_METRIC, SAMPLES_METRIC) else metric
+
+
 def _show(metric) -> str:
-    return f"{metric:.1%}" if isinstance(metric, float) else f"{len(metric)} sample replies"
+    return format_number(metric, ".1%") if isinstance(metric, float) else _("{n} sample replies").format(n=len(metric))

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .env import T4_USABLE_GIB
+from .i18n import N_, _, num, translate
 
 GIB = 2**30
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -29,6 +30,18 @@ LLAMA2_70B = dict(LLAMA2_7B, hidden_size=8192, intermediate_size=28672, num_hidd
                   num_key_value_heads=8)
 # how the processes share the work: one process; data parallel (each holds everything); fully sharded
 SHARDINGS = ("none", "ddp", "fsdp")
+# what a learner reads for each part of the estimate (MemoryEstimate.PARTS, then the sums), in the kit's language
+PART_LABELS = {"weights": N_("weights"), "quant_constants": N_("quant constants"), "lora_weights": N_("lora weights"),
+               "gradients": N_("gradients"), "optimizer_state": N_("optimizer state"),
+               "activations": N_("activations"), "parallel_buffers": N_("parallel buffers"), "total": N_("total")}
+
+
+def part_label(part: str) -> str:
+    """The label of a part of the estimate ("optimizer_state" -> "optimizer state"), in the kit's language.
+
+    Raises KeyError for a name that is not one of MemoryEstimate.PARTS, "parallel_buffers" or "total".
+    """
+    return translate(PART_LABELS[part])
 
 
 def llama2_7b_config():
@@ -86,19 +99,21 @@ class MemoryEstimate:
         return {**asdict(self), "total": self.total}
 
     def table(self, unit: str = "GiB") -> str:
-        """The breakdown as plain text, one line per part."""
+        """The breakdown as plain text, one line per part, in the kit's language."""
         scale = {"GiB": GIB, "MiB": 2**20}[unit]
         parts = self.PARTS + (("parallel_buffers",) if self.num_processes > 1 else ())
-        width = max(len(p) for p in parts)
-        lines = [f"{p.replace('_', ' '):<{width}}  {getattr(self, p) / scale:10.3f} {unit}" for p in parts]
-        lines.append(f"{'total':<{width}}  {self.total / scale:10.3f} {unit}")
+        labels = {p: part_label(p) for p in parts + ("total",)}
+        width = max(len(label) for label in labels.values())
+        values = {p: getattr(self, p) for p in parts} | {"total": self.total}
+        lines = [f"{labels[p]:<{width}}  {num(values[p] / scale):10.3f} {unit}" for p in values]
         if self.num_processes > 1:
-            lines.append(f"(per device: {self.num_processes} processes, {_SHARDING_WORDS[self.sharding]})")
+            lines.append(_("(per device: {n} processes, {sharding})").format(
+                n=self.num_processes, sharding=translate(_SHARDING_WORDS[self.sharding])))
         return "\n".join(lines)
 
 
-_SHARDING_WORDS = {"none": "one process", "ddp": "data parallel, each holds a whole copy",
-                   "fsdp": "fully sharded"}
+_SHARDING_WORDS = {"none": N_("one process"), "ddp": N_("data parallel, each holds a whole copy"),
+                   "fsdp": N_("fully sharded")}
 
 
 def _spec(lora) -> tuple[int, list[str] | str, float]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import ConfigError, FinetuneConfig
+from .i18n import _
 from .lora import _features, check_rank, find_target_modules
 from .memory import estimate_memory, llama2_7b_config, llama2_70b_config, meta_model
 from .models import HUB_MODEL, HUB_MODEL_70B
@@ -132,7 +133,8 @@ def plan(config: FinetuneConfig, hardware: Hardware | None = None,
     if optim == "auto":
         optim = "paged_adamw_32bit" if hw.device == "cuda" else "adamw_torch"
     if hw.device == "cpu" and optim.startswith("paged_"):  # paged optimizers page state through CUDA memory
-        optim, note = "adamw_torch", f"optim={config.optim!r} needs a GPU: using 'adamw_torch' on this CPU"
+        optim, note = "adamw_torch", _("optim={optim!r} needs a GPU: using 'adamw_torch' on this CPU").format(
+            optim=config.optim)
     compute_dtype = str(DTYPES[precision]).removeprefix("torch.")
     parallel = parallel_plan(config, hw, compute_dtype, launched)
     from accelerate import PartialState

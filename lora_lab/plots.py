@@ -1,4 +1,7 @@
-"""Small matplotlib figures and plain-text tables for the notebooks: each helper draws one idea on a given axis."""
+"""Small matplotlib figures and plain-text tables for the notebooks: each helper draws one idea on a given axis.
+
+Labels and numbers follow the kit's language (lora_lab.i18n): set_language("vi") draws and prints in Vietnamese.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import torch
+
+from .i18n import _, format_number, num
 
 COLORS = {"ΔW": "tab:red", "W": "tab:blue", "random": "tab:gray", "lora_lab": "tab:blue", "PEFT": "tab:orange",
           "nf4": "tab:green", "fp4": "tab:orange", "int4": "tab:purple"}
@@ -29,7 +34,7 @@ def plot_spectrum(ax, spectra: dict[str, torch.Tensor], normalize: bool = True, 
         ax.plot(range(1, len(s) + 1), y.numpy(), label=label, color=COLORS.get(label.split()[0]))
     if r is not None:
         ax.axvline(r, color="k", ls="--", lw=0.8)
-    ax.set(yscale="log", xlabel="index i", ylabel="s_i / s_1" if normalize else "s_i", title="singular values")
+    ax.set(yscale="log", xlabel=_("index i"), ylabel="s_i / s_1" if normalize else "s_i", title=_("singular values"))
     ax.legend(fontsize=8)
 
 
@@ -42,7 +47,7 @@ def plot_energy(ax, spectra: dict[str, torch.Tensor], r: int | None = None, max_
         ax.plot(range(len(e)), e.numpy(), label=label, color=COLORS.get(label.split()[0]))
     if r is not None:
         ax.axvline(r, color="k", ls="--", lw=0.8)
-    ax.set(xlabel="rank r", ylabel="share of Σ s² kept", ylim=(0, 1.02), title="energy captured by rank r")
+    ax.set(xlabel=_("rank r"), ylabel=_("share of Σ s² kept"), ylim=(0, 1.02), title=_("energy captured by rank r"))
     ax.legend(fontsize=8)
 
 
@@ -54,16 +59,19 @@ def show_matrix(ax, m: torch.Tensor, title: str = "", vmax: float | None = None)
     ax.set(title=title, xticks=[], yticks=[])
 
 
-def plot_curves(ax, curves: dict[str, Sequence[float]], highlight: str | None = None, xlabel: str = "step",
-                ylabel: str = "loss", title: str = "", styles: dict[str, dict] | None = None) -> None:
-    """Several curves on one axis; with `highlight`, that one is bold and the rest are faded."""
+def plot_curves(ax, curves: dict[str, Sequence[float]], highlight: str | None = None, xlabel: str | None = None,
+                ylabel: str | None = None, title: str = "", styles: dict[str, dict] | None = None) -> None:
+    """Several curves on one axis; with `highlight`, that one is bold and the rest are faded.
+
+    xlabel and ylabel default to "step" and "loss", in the kit's language.
+    """
     styles = styles or {}
     for label, ys in curves.items():
         style = {"color": COLORS.get(label), **styles.get(label, {})}
         if highlight is not None:
             style.update(lw=2.5, alpha=1.0, zorder=3) if label == highlight else style.update(lw=0.8, alpha=0.35)
         ax.plot(range(1, len(ys) + 1), list(ys), label=label, **style)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.set(xlabel=_("step") if xlabel is None else xlabel, ylabel=_("loss") if ylabel is None else ylabel, title=title)
     ax.legend(fontsize=7, ncol=2)
 
 
@@ -73,11 +81,11 @@ def plot_histogram_vs_normal(ax, values: torch.Tensor, bins: int = 120, title: s
     sigma = float(v.std())
     lim = 4.5 * sigma
     ax.hist(v.clamp(-lim, lim).numpy(), bins=bins, range=(-lim, lim), density=True, color="tab:blue", alpha=0.6,
-            label="weights")
+            label=_("weights"))
     x = torch.linspace(-lim, lim, 400)
     pdf = torch.exp(-0.5 * (x / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
-    ax.plot(x.numpy(), pdf.numpy(), color="k", lw=1.2, label=f"N(0, σ²), σ = {sigma:.4f}")
-    ax.set(xlabel="weight value", ylabel="density", title=title)
+    ax.plot(x.numpy(), pdf.numpy(), color="k", lw=1.2, label=f"N(0, σ²), σ = {num(sigma):.4f}")
+    ax.set(xlabel=_("weight value"), ylabel=_("density"), title=title)
     ax.legend(fontsize=8)
     return sigma
 
@@ -89,15 +97,32 @@ def plot_codebooks(ax, tables: dict[str, torch.Tensor]) -> None:
     ax.fill_between(x.numpy(), (torch.exp(-0.5 * (x / scale) ** 2) * 0.9).numpy() - 0.5, -0.5, color="0.9")
     for i, (label, t) in enumerate(tables.items()):
         t = torch.unique(t.float())
-        ax.scatter(t.numpy(), [i] * len(t), s=22, color=COLORS.get(label), label=f"{label} ({len(t)} values)")
-    ax.set(yticks=range(len(tables)), yticklabels=list(tables), xlabel="code value (× block absmax)",
-           ylim=(-0.6, len(tables) - 0.4), title="the 4-bit code tables")
+        ax.scatter(t.numpy(), [i] * len(t), s=22, color=COLORS.get(label),
+                   label=_("{label} ({count} values)").format(label=label, count=len(t)))
+    ax.set(yticks=range(len(tables)), yticklabels=list(tables), xlabel=_("code value (× block absmax)"),
+           ylim=(-0.6, len(tables) - 0.4), title=_("the 4-bit code tables"))
+
+
+def _cell(c) -> str:
+    """A table cell: text as given, an int with thousands grouped, a float as Python writes it, in the kit's language."""
+    if isinstance(c, str):
+        return c
+    if isinstance(c, bool):
+        return f"{c:,}"
+    if isinstance(c, int):
+        return format_number(c, ",")
+    if isinstance(c, float):
+        return format_number(c)
+    return str(c)
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
-    """A plain-text table with right-aligned columns (strings left-aligned), for stable notebook outputs."""
-    cells = [[str(h) for h in headers]] + [[c if isinstance(c, str) else f"{c:,}" if isinstance(c, int) else str(c)
-                                           for c in row] for row in rows]
+    """A plain-text table with right-aligned columns (strings left-aligned), for stable notebook outputs.
+
+    An int cell is written with its thousands grouped and a float as Python writes it, both in the kit's language
+    (6,738,415,616 and 0.25 in English, 6.738.415.616 and 0,25 in Vietnamese); a string cell as it is.
+    """
+    cells = [[str(h) for h in headers]] + [[_cell(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     left = [isinstance(rows[0][i], str) if rows else True for i in range(len(headers))]
     line = lambda r: "  ".join(c.ljust(w) if lf else c.rjust(w) for c, w, lf in zip(r, widths, left)).rstrip()

@@ -21,6 +21,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .i18n import _
+
 RUN_FILE = "run.json"
 CHECKPOINTS = "checkpoints"
 OUTPUTS = ("adapter", "loss_log.csv", "metrics.json", CHECKPOINTS, RUN_FILE)  # what overwrite=True replaces
@@ -162,7 +164,8 @@ def check_out(out: str | os.PathLike, config: dict, overwrite: bool = False, res
                              "--overwrite to start again, or a new --out folder (in Python: resume=True, "
                              "overwrite=True, out=...)")
     # an attempt that stopped before its first checkpoint: nothing to resume, nothing finished to lose
-    return RunStart(True, None, None, f"{_describe(out)}: starting it again")
+    return RunStart(True, None, None, _("out={out!r} holds a fine-tune that did not finish (it saved no checkpoint): "
+                                        "starting it again").format(out=str(out)))
 
 
 def clear(out: Path) -> None:

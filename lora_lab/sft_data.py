@@ -10,6 +10,7 @@ from .config import FinetuneConfig
 from .data import load_instruction_dataset
 from .evaluate import evaluate, generate_answers
 from .hub import is_local
+from .i18n import _
 from .paths import EMBEDDED_DATASET
 from .tasks import format_llama2, parse_llama2
 
@@ -83,13 +84,13 @@ def fit_to_max_length(tokenizer, texts: list[str], max_length: int, completion_o
 
 
 def describe_fit(report: dict, max_length: int) -> str | None:
-    """One line on what max_length cuts, or None when every row fits whole."""
+    """One line on what max_length cuts (in the kit's language), or None when every row fits whole."""
     if not report["dropped"] and not report["cut"]:
         return None
-    share = report["dropped"] / report["rows"]
-    return (f"max_length={max_length}: {report['dropped']:,} of {report['rows']:,} training rows ({share:.0%}) keep no "
-            f"answer token and are dropped; {report['cut']:,} more are cut short. At max_length="
-            f"{report['fits_all']} every row fits whole")
+    return _("max_length={max_length}: {dropped:,} of {rows:,} training rows ({share:.0%}) keep no answer token and "
+             "are dropped; {cut:,} more are cut short. At max_length={fits_all} every row fits whole").format(
+        max_length=max_length, dropped=report["dropped"], rows=report["rows"], share=report["dropped"] / report["rows"],
+        cut=report["cut"], fits_all=report["fits_all"])
 
 
 def eval_rows_for(config: FinetuneConfig):

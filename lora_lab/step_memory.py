@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .i18n import N_, translate
 from .lora import LoraConfig, LoRALinear, inject_lora
 from .memory import (
     LLAMA_PROJECTIONS,
@@ -45,12 +46,17 @@ from .nf4 import DQ_BLOCKSIZE, NF4Tensor, _quantize_blocks
 from .qlora import NF4Linear, QLoRALinear
 
 METHODS = {
-    "lora": "LoRA, fp32 base",
-    "qlora": "QLoRA, lora_lab",
-    "qlora-float-copy": "QLoRA, dequantize + F.linear",
-    "bnb-peft": "QLoRA, bitsandbytes + PEFT",
+    "lora": N_("LoRA, fp32 base"),
+    "qlora": N_("QLoRA, lora_lab"),
+    "qlora-float-copy": N_("QLoRA, dequantize + F.linear"),
+    "bnb-peft": N_("QLoRA, bitsandbytes + PEFT"),
 }
 MiB = 2**20
+
+
+def method_label(method: str) -> str:
+    """What METHODS calls `method` ("lora" -> "LoRA, fp32 base"), in the kit's language; KeyError for another name."""
+    return translate(METHODS[method])
 
 
 @dataclass

@@ -16,8 +16,8 @@ comments are set aside (`same_code`). When an English cell changes, its stored `
 `problems` names the cell with a diff of what changed, until a contributor updates `vi` and `en`.
 
 `build` writes `notebooks/vi/<rel>.ipynb` from the English notebook: the same cells, ids, tags and order, the
-translated sources, and one extra code cell after the Colab cell that switches the exercise checks to
-Vietnamese. `make notebooks-vi` builds and then executes them to store their outputs.
+translated sources, and one extra code cell after the Colab cell that switches the kit to Vietnamese
+(`lora_lab.set_language("vi")`: the checks, plots, tables and everything else the kit prints). `make notebooks-vi` builds and then executes them to store their outputs.
 
 Command line: `python -m lora_lab.translations check [--sources]|skeleton|build [NOTEBOOK ...]`; `--sources`
 checks the translation files only, not the built notebooks.
@@ -42,10 +42,11 @@ NOTEBOOKS = ROOT / "notebooks"
 VI = NOTEBOOKS / "vi"
 TRANSLATIONS = VI / "translations"
 LANGUAGE_CELL_ID = "vi-language"
-LANGUAGE_CELL = ('# Các hàm kiểm tra bài tập sẽ trả lời bằng tiếng Việt (the exercise checks answer in Vietnamese).\n'
-                 'from lora_lab.exercises import set_language\n'
+LANGUAGE_CELL = ('# Từ đây, mọi thứ bộ công cụ in ra và vẽ ra, cả các hàm kiểm tra bài tập, đều bằng tiếng Việt, và số viết\n'
+                 '# theo cách của tiếng Việt (everything the kit prints and draws, and the checks, in Vietnamese).\n'
+                 'import lora_lab\n'
                  '\n'
-                 'set_language("vi")')
+                 'lora_lab.set_language("vi")')
 # links inside the repository that must lead to the Vietnamese copy: .../notebooks/NN_*.ipynb
 _EN_NOTEBOOK_LINK = re.compile(r"notebooks/(solutions/)?(\d\d_[A-Za-z0-9_]+\.ipynb)")
 

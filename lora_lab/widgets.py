@@ -14,6 +14,8 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from .i18n import _, format_number
+
 
 def precompute(fn: Callable[..., Any], **axes: Sequence) -> dict[tuple, Any]:
     """fn(**point) at every point of the grid spanned by `axes`; keys are value tuples in the axes' order."""
@@ -34,6 +36,13 @@ def figure_png(fig, dpi: int = 80) -> bytes:
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
+
+
+def _option(value) -> str:
+    """A slider stop's label: a number in the kit's language (0.5 or 0,5), anything else as str() writes it."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format_number(value)
+    return str(value)
 
 
 class SliderPanel(widgets.VBox):
@@ -62,10 +71,10 @@ class SliderPanel(widgets.VBox):
             style, label = {"description_width": "initial"}, labels.get(name, name)
             if sorted(options, key=str) == [False, True] and all(isinstance(o, bool) for o in options):
                 self.sliders[name] = widgets.ToggleButtons(  # an on/off setting: a toggle, not a two-stop slider
-                    options=[("on", True), ("off", False)], value=value, description=label, style=style)
+                    options=[(_("on"), True), (_("off"), False)], value=value, description=label, style=style)
             else:
                 self.sliders[name] = widgets.SelectionSlider(
-                    options=[(str(o), o) for o in options], value=value, description=label,
+                    options=[(_option(o), o) for o in options], value=value, description=label,
                     continuous_update=True, style=style, layout=widgets.Layout(width="420px"))
         self.text = widgets.HTML()
         self.image = widgets.Image(format="png")

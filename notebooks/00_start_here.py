@@ -51,7 +51,7 @@ import torch
 from transformers.utils import logging
 
 import lora_lab
-from lora_lab import plots
+from lora_lab import num, plots
 from lora_lab.env import describe_environment, gpu_advice, versions
 
 logging.disable_progress_bar()  # no loading bars in the stored outputs
@@ -130,7 +130,7 @@ print(gpu_advice("Tesla T4", 14.75, bf16=False))
 model = lora_lab.load_base_model()
 tok = lora_lab.load_tokenizer()
 n_params = sum(p.numel() for p in model.parameters())
-print(type(model).__name__, f"{n_params:,} parameters")
+print(type(model).__name__, f"{num(n_params):,} parameters")
 print({k: getattr(model.config, k) for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
                                                "num_attention_heads", "vocab_size")})
 assert type(model).__name__ == "LlamaForCausalLM"
@@ -165,10 +165,10 @@ top = probs[1.0].topk(8).indices  # the eight likeliest next tokens at T = 1
 names = tok.convert_ids_to_tokens(top.tolist())
 for t in TEMPS:
     p = probs[t]
-    words = ", ".join(f"{names[i]!r} {p[top[i]]:.2f}" for i in range(3))
+    words = ", ".join(f"{names[i]!r} {num(p[top[i]]):.2f}" for i in range(3))
     entropy = -(p * p.clamp_min(1e-12).log()).sum()
-    print(f"temperature {t}: top three {words}; entropy {entropy:.2f} nats "
-          f"(as uncertain as a fair choice among {entropy.exp():.0f} tokens)")
+    print(f"temperature {num(t)}: top three {words}; entropy {num(entropy):.2f} nats "
+          f"(as uncertain as a fair choice among {num(entropy.exp()):.0f} tokens)")
 entropies = [-(probs[t] * probs[t].clamp_min(1e-12).log()).sum() for t in TEMPS]
 assert entropies[0] < entropies[1] < entropies[2]  # higher temperature, more uncertainty
 assert probs[0.5][top[0]] > probs[1.0][top[0]] > probs[2.0][top[0]]  # the favourite's share falls
@@ -177,7 +177,7 @@ fig, axes = plots.figure(ncols=3, width=3.0, height=2.4)
 axes[0].set_ylabel("probability")
 for ax, t in zip(axes, TEMPS):
     ax.bar(range(8), probs[t][top].numpy(), color="tab:blue")
-    ax.set(xticks=range(8), ylim=(0, 1), title=f"T = {t}")
+    ax.set(xticks=range(8), ylim=(0, 1), title=f"T = {num(t)}")
     ax.set_xticklabels(names, rotation=60, fontsize=7)
 
 # %% [markdown]
@@ -205,7 +205,7 @@ for row in held_out.select(range(5)):
 
 # %%
 score = lora_lab.evaluate(model, tok, held_out)
-print(f"base model, before any fine-tuning: {score['accuracy']:.0%} exact match")
+print(f"base model, before any fine-tuning: {num(score['accuracy']):.0%} exact match")
 for s in score["samples"][:3]:
     print(f"  {s['prompt']!r} -> {s['reply']!r} (expected {s['answer']!r})")
 assert score["accuracy"] <= 0.20  # the base model has never seen the [INST] format

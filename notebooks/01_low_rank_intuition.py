@@ -53,7 +53,7 @@ import torch
 from transformers.utils import logging
 
 import lora_lab
-from lora_lab import lowrank, plots
+from lora_lab import lowrank, num, plots
 from lora_lab.env import versions
 
 logging.disable_progress_bar()  # no loading bars in the stored outputs
@@ -116,7 +116,7 @@ W = torch.randn(40, 30, dtype=torch.float64)
 s = torch.linalg.svdvals(W)
 for r in (1, 5, 10, 30):
     err = (W - best_rank_r(W, r)).norm()
-    print(f"r={r:2d}: ‖W − W_r‖ = {err:7.4f}   √(sum of the dropped s²) = {s[r:].pow(2).sum().sqrt():7.4f}")
+    print(f"r={r:2d}: ‖W − W_r‖ = {num(err):7.4f}   √(sum of the dropped s²) = {num(s[r:].pow(2).sum().sqrt()):7.4f}")
     assert torch.isclose(err, s[r:].pow(2).sum().sqrt())  # Eckart–Young
     assert torch.linalg.matrix_rank(best_rank_r(W, r)) == r
 
@@ -143,7 +143,7 @@ rows = []
 for name, d_, k_ in shapes:
     for r in (1, 8, 64):
         n = lowrank.lora_params(d_, k_, r)
-        rows.append((name, f"{d_}×{k_}", d_ * k_, r, n, f"{n / (d_ * k_):.2%}"))
+        rows.append((name, f"{d_}×{k_}", d_ * k_, r, n, f"{num(n / (d_ * k_)):.2%}"))
 plots.print_table(["matrix", "shape", "d·k", "r", "d·r + r·k", "share"], rows)
 assert lowrank.lora_params(4096, 4096, 8) == 65_536  # 0.39% of the 16.8M-entry matrix
 
@@ -170,13 +170,13 @@ for n, p in model.named_parameters():
     p.requires_grad_(n in targets)  # partial fine-tuning: these eight matrices, nothing else
 n_train = sum(before[n].numel() for n in targets)
 n_all = sum(p.numel() for p in model.parameters())
-print(f"training {len(targets)} matrices, {n_train:,} of {n_all:,} parameters ({n_train / n_all:.1%})")
+print(f"training {len(targets)} matrices, {num(n_train):,} of {num(n_all):,} parameters ({num(n_train / n_all):.1%})")
 
 # %%
 from lora_lab.train import TrainConfig, train
 
 result = train(model, tok, texts, TrainConfig(steps=100, batch_size=16, lr=1e-3, max_length=64, seed=0))
-print(f"loss: {result.losses[0]:.3f} at step 1 -> {result.losses[-1]:.3f} at step 100")
+print(f"loss: {num(result.losses[0]):.3f} at step 1 -> {num(result.losses[-1]):.3f} at step 100")
 assert result.losses[-1] < result.losses[0]
 delta = {n: (p.detach() - before[n]) for n, p in model.named_parameters() if n in targets}
 
@@ -208,11 +208,11 @@ for n in targets:
     s_dw = lowrank.singular_values(delta[n])
     e_dw, e_w = lowrank.energy_captured(s_dw), lowrank.energy_captured(lowrank.singular_values(before[n]))
     r90 = lowrank.rank_for_energy(s_dw, 0.9)
-    rows.append((n.removeprefix("model.").removesuffix(".weight"), f"{e_dw[1]:.2f}", f"{e_dw[8]:.2f}",
-                 f"{e_w[8]:.2f}", r90))
+    rows.append((n.removeprefix("model.").removesuffix(".weight"), f"{num(e_dw[1]):.2f}", f"{num(e_dw[8]):.2f}",
+                 f"{num(e_w[8]):.2f}", r90))
     assert e_dw[8] > e_w[8] and r90 <= 32  # the update is more concentrated than the weight itself
 e_rand = lowrank.energy_captured(random_s)
-rows.append(("random 192×192", f"{e_rand[1]:.2f}", f"{e_rand[8]:.2f}", "", lowrank.rank_for_energy(random_s, 0.9)))
+rows.append(("random 192×192", f"{num(e_rand[1]):.2f}", f"{num(e_rand[8]):.2f}", "", lowrank.rank_for_energy(random_s, 0.9)))
 plots.print_table(["matrix", "ΔW kept at r=1", "ΔW at r=8", "W at r=8", "r for 90% of ΔW"], rows)
 assert e_rand[8] < 0.2 and lowrank.rank_for_energy(random_s, 0.9) > 90  # a random matrix has no shortcut
 
@@ -241,10 +241,10 @@ losses = {"base model (W)": eval_loss(before),
           "rank-8 update (W + ΔW₈)": eval_loss({n: before[n] + lowrank.low_rank_approx(delta[n], 8) for n in targets}),
           "rank-1 update (W + ΔW₁)": eval_loss({n: before[n] + lowrank.low_rank_approx(delta[n], 1) for n in targets})}
 for label, loss in losses.items():
-    print(f"{label:26s} held-out loss {loss:.3f}")
+    print(f"{label:26s} held-out loss {num(loss):.3f}")
 gain_full = losses["base model (W)"] - losses["full update (W + ΔW)"]
 gain_r8 = losses["base model (W)"] - losses["rank-8 update (W + ΔW₈)"]
-print(f"rank 8 keeps {gain_r8 / gain_full:.0%} of the loss improvement")
+print(f"rank 8 keeps {num(gain_r8 / gain_full):.0%} of the loss improvement")
 assert gain_r8 > 0.9 * gain_full
 
 # %% [markdown]
@@ -276,8 +276,8 @@ def show_rank(r):
     axes[3].set(xlabel="r", ylabel="‖ΔW − ΔW_r‖ / ‖ΔW‖", xscale="symlog", ylim=(0, 1),
                 xlim=(0, len(err_curve) - 1))  # from r = 0: no negative half of the symmetric log axis
     n = lowrank.lora_params(192, 192, r)
-    text = (f"<b>r = {r}</b>: B·A holds {n:,} numbers ({n / 192**2:.1%} of ΔW's {192**2:,}); "
-            f"it keeps {1 - err_curve[r]**2:.1%} of ‖ΔW‖², relative error {err_curve[r]:.3f}")
+    text = (f"<b>r = {r}</b>: B·A holds {num(n):,} numbers ({num(n / 192**2):.1%} of ΔW's {num(192**2):,}); "
+            f"it keeps {num(1 - err_curve[r]**2):.1%} of ‖ΔW‖², relative error {num(err_curve[r]):.3f}")
     return text, fig
 
 
@@ -291,7 +291,7 @@ panel
 rows = []
 for r in (1, 2, 4, 8, 16, 32, 64, 96):
     n = lowrank.lora_params(192, 192, r)
-    rows.append((r, n, f"{n / 192**2:.1%}", f"{1 - err_curve[r]**2:.3f}", f"{err_curve[r]:.3f}"))
+    rows.append((r, n, f"{num(n / 192**2):.1%}", f"{num(1 - err_curve[r]**2):.3f}", f"{num(err_curve[r]):.3f}"))
 plots.print_table(["r", "d·r + r·k", "of d·k", "share of ‖ΔW‖² kept", "relative error"], rows)
 
 fig, axes = plots.figure(ncols=4, width=2.4, height=2.5)

@@ -57,7 +57,7 @@ from torch import nn
 from transformers.utils import logging
 
 import lora_lab
-from lora_lab import plots
+from lora_lab import num, plots
 from lora_lab.env import versions
 
 logging.disable_progress_bar()  # no loading bars in the stored outputs
@@ -111,7 +111,7 @@ assert torch.equal(h, base(x))  # B = 0: output unchanged at init
 
 # gradients at init: B gets one, A gets none yet (its gradient goes through B = 0)
 h.pow(2).mean().backward()
-print(f"‖grad B‖ = {lora_B.weight.grad.norm():.2e}   ‖grad A‖ = {lora_A.weight.grad.norm():.2e}")
+print(f"‖grad B‖ = {num(lora_B.weight.grad.norm()):.2e}   ‖grad A‖ = {num(lora_A.weight.grad.norm()):.2e}")
 assert lora_B.weight.grad.norm() > 0 and lora_A.weight.grad.norm() == 0
 
 both_zero = nn.Linear(k, r, bias=False), nn.Linear(r, d, bias=False)
@@ -160,8 +160,8 @@ class LoRALinear(nn.Module):
 layer = LoRALinear(base, r=8, lora_alpha=16)
 trainable = [n for n, p in layer.named_parameters() if p.requires_grad]
 print("trainable:", trainable)
-print(f"{sum(p.numel() for p in layer.parameters() if p.requires_grad):,} trainable next to "
-      f"{base.weight.numel():,} frozen = r·(d + k) = {r * (d + k):,}")
+print(f"{num(sum(p.numel() for p in layer.parameters() if p.requires_grad)):,} trainable next to "
+      f"{num(base.weight.numel()):,} frozen = r·(d + k) = {num(r * (d + k)):,}")
 assert trainable == ["lora_A.weight", "lora_B.weight"]
 assert torch.equal(layer(x), base(x))  # still the base model at init
 
@@ -180,7 +180,7 @@ with torch.no_grad():
     delta_W = layer.lora_B.weight @ layer.lora_A.weight * layer.scaling  # (d, r) @ (r, k) -> (d, k)
     merged = nn.Linear(k, d, bias=base.bias is not None)
     merged.weight.copy_(W0 + delta_W)  # merge
-    print(f"max |merged(x) − lora(x)| = {(merged(x) - y_lora).abs().max():.1e}")
+    print(f"max |merged(x) − lora(x)| = {num((merged(x) - y_lora).abs().max()):.1e}")
     assert torch.allclose(merged(x), y_lora, atol=1e-5)
     unmerged = merged.weight - delta_W  # unmerge
     assert torch.allclose(unmerged, W0, atol=1e-6)  # W0 back, up to float rounding
@@ -225,7 +225,7 @@ lora_model = lora_lab.inject_lora(copy.deepcopy(pretrained), lora_lab.LoraConfig
 with torch.no_grad():
     assert torch.equal(lora_model(ids).logits, logits_before)  # B = 0 everywhere
 trainable, total = lora_lab.count_parameters(lora_model)
-print(f"tiny Llama: trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}")
+print(f"tiny Llama: trainable params: {num(trainable):,} || all params: {num(total):,} || trainable%: {num(100 * trainable / total):.4f}")
 assert trainable == 4 * 2 * 8 * (192 + 192)  # 4 layers × (q, v) × r·(d + k)
 
 # %% [markdown]
@@ -242,10 +242,10 @@ llama2_7b = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_la
                         num_attention_heads=32, num_key_value_heads=32, vocab_size=32000)
 with torch.device("meta"):
     big = LlamaForCausalLM(llama2_7b)
-print(f"Llama-2-7B: {sum(p.numel() for p in big.parameters()):,} parameters")
+print(f"Llama-2-7B: {num(sum(p.numel() for p in big.parameters())):,} parameters")
 lora_lab.inject_lora(big, lora_lab.LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
 trainable, total = lora_lab.count_parameters(big)
-print(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}")
+print(f"trainable params: {num(trainable):,} || all params: {num(total):,} || trainable%: {num(100 * trainable / total):.4f}")
 assert (trainable, total) == (4_194_304, 6_742_609_920)  # PEFT's printout for Llama-2-7B, r=8, q/v
 
 # %% [markdown]
@@ -263,7 +263,7 @@ def gpt3_lora_params(r: int, n_layers: int = 96, d_model: int = 12288) -> int:
 
 for r_ in (1, 4, 8):
     n = gpt3_lora_params(r_)
-    print(f"GPT-3 175B, r={r_}: {n:>10,} trainable ({n / 1e6:.1f}M), {175e9 / n:,.0f}× fewer than 175B")
+    print(f"GPT-3 175B, r={r_}: {num(n):>10,} trainable ({num(n / 1e6):.1f}M), {num(175e9 / n):,.0f}× fewer than 175B")
 assert round(gpt3_lora_params(1) / 1e6, 1) == 4.7 and round(gpt3_lora_params(8) / 1e6, 1) == 37.7
 
 # %% [markdown]
@@ -302,7 +302,7 @@ def run(r, lora_alpha):
 grid = precompute(run, r=RANKS, lora_alpha=ALPHAS)
 
 # %% tags=["nbval-ignore-output"]
-print(f"9 runs, {sum(g['seconds'] for g in grid.values()):.0f} s of training in all")
+print(f"9 runs, {num(sum(g['seconds'] for g in grid.values())):.0f} s of training in all")
 
 # %% [markdown]
 # ### Sliders for r and α
@@ -331,13 +331,13 @@ assert norm_grid.max() > 10 * norm_grid.min()  # the update sizes span over an o
 def show_run(r, lora_alpha):
     g = grid[r, lora_alpha]
     tiny_n, big_n = 4 * 2 * r * (192 + 192), 32 * 2 * r * (4096 + 4096)
-    text = (f"<b>r = {r}, α = {lora_alpha}</b> → scaling α/r = {lora_alpha / r:g}<br>"
-            f"trainable: tiny Llama {tiny_n:,} ({100 * tiny_n / (tiny_total + tiny_n):.3f}%), "
-            f"Llama-2-7B {big_n:,} ({100 * big_n / (big_total + big_n):.4f}%)<br>"
-            f"after 60 steps: mean loss of the last 5 steps {sum(g['losses'][-5:]) / 5:.3f}, "
-            f"‖(α/r)·B·A‖ = {g['delta_norm']:.3f}<br>"
+    text = (f"<b>r = {r}, α = {lora_alpha}</b> → scaling α/r = {num(lora_alpha / r):g}<br>"
+            f"trainable: tiny Llama {num(tiny_n):,} ({num(100 * tiny_n / (tiny_total + tiny_n)):.3f}%), "
+            f"Llama-2-7B {num(big_n):,} ({num(100 * big_n / (big_total + big_n)):.4f}%)<br>"
+            f"after 60 steps: mean loss of the last 5 steps {num(sum(g['losses'][-5:]) / 5):.3f}, "
+            f"‖(α/r)·B·A‖ = {num(g['delta_norm']):.3f}<br>"
             f"the same trained B·A scaled with another α: "
-            + ", ".join(f"α = {a}: {g['delta_norm'] * a / lora_alpha:.3f}" for a in ALPHAS))
+            + ", ".join(f"α = {a}: {num(g['delta_norm'] * a / lora_alpha):.3f}" for a in ALPHAS))
     fig, (ax1, ax2) = plots.figure(ncols=2, width=4.0)
     plots.plot_curves(ax1, curves, highlight=label(r, lora_alpha), title="training loss")
     shade = norm_grid.log()  # colour on a log scale: the sizes span over 10×
@@ -345,7 +345,7 @@ def show_run(r, lora_alpha):
     dark = shade.min() + 0.6 * (shade.max() - shade.min())  # above this the cell is dark red: white text
     for i, r_ in enumerate(RANKS):
         for j, a in enumerate(ALPHAS):
-            ax2.text(j, i, f"{norm_grid[i, j]:.2f}", ha="center", va="center",
+            ax2.text(j, i, f"{num(norm_grid[i, j]):.2f}", ha="center", va="center",
                      color="white" if shade[i, j] > dark else "black",
                      fontweight="bold" if (r_, a) == (r, lora_alpha) else "normal")
     ax2.set(xticks=range(3), xticklabels=ALPHAS, yticks=range(3), yticklabels=RANKS, xlabel="α", ylabel="r",
@@ -367,7 +367,7 @@ panel
 
 # %% tags=["nbval-ignore-output"]
 final = {key: sum(g["losses"][-5:]) / 5 for key, g in grid.items()}  # mean loss of the last 5 steps
-rows = [(r_, a, f"{a / r_:g}", f"{g['losses'][0]:.3f}", f"{final[r_, a]:.3f}", f"{g['delta_norm']:.3f}")
+rows = [(r_, a, f"{num(a / r_):g}", f"{num(g['losses'][0]):.3f}", f"{num(final[r_, a]):.3f}", f"{num(g['delta_norm']):.3f}")
         for (r_, a), g in grid.items()]
 plots.print_table(["r", "α", "α/r", "loss at step 1", "loss, last 5 steps", "‖(α/r)·B·A‖"], rows)
 
@@ -394,7 +394,7 @@ steady = {key: loss for key, loss in final.items() if key[1] / key[0] <= 8}
 assert final[2, 64] > 1.5 * max(steady.values())  # α/r = 32 is the one run that fails to settle
 assert max(steady.values()) - min(steady.values()) < 0.4 and max(steady.values()) < 1.3
 assert all(final[key] < grid[key]["losses"][0] / 2 for key in grid)  # every run learns
-print(f"α/r ≤ 8: all {len(steady)} runs end within {0.4} of each other, below 1.3; "
+print(f"α/r ≤ 8: all {len(steady)} runs end within {num(0.4)} of each other, below 1.3; "
       f"α/r = 32 ends more than 1.5× higher")
 
 # %% [markdown]
@@ -425,11 +425,11 @@ kaiming = {r_: run_kaiming(r_) for r_ in RANKS}
 
 # %% tags=["nbval-ignore-output"]
 gaussian = {r_: grid[r_, 2 * r_] for r_ in RANKS}  # the grid's α = 2r runs (α = 4, 16, 64)
-rows = [(r_, 2 * r_, f"{gaussian[r_]['delta_norm']:.2f}", f"{sum(gaussian[r_]['losses'][-5:]) / 5:.3f}",
-         f"{kaiming[r_]['delta_norm']:.2f}", f"{sum(kaiming[r_]['losses'][-5:]) / 5:.3f}") for r_ in RANKS]
+rows = [(r_, 2 * r_, f"{num(gaussian[r_]['delta_norm']):.2f}", f"{num(sum(gaussian[r_]['losses'][-5:]) / 5):.3f}",
+         f"{num(kaiming[r_]['delta_norm']):.2f}", f"{num(sum(kaiming[r_]['losses'][-5:]) / 5):.3f}") for r_ in RANKS]
 plots.print_table(["r", "α = 2r", "‖ΔW‖, Gaussian A (std 1/r)", "loss, Gaussian A", "‖ΔW‖, PEFT's default A",
                    "loss, PEFT's default A"], rows)
-rows = [(r_, *(f"{run_[part]:.3f}" for run_ in (gaussian[r_], kaiming[r_]) for part in ("A", "B"))) for r_ in RANKS]
+rows = [(r_, *(f"{num(run_[part]):.3f}" for run_ in (gaussian[r_], kaiming[r_]) for part in ("A", "B"))) for r_ in RANKS]
 plots.print_table(["r", "A entries (RMS), Gaussian", "B entries, Gaussian", "A entries, PEFT's default",
                    "B entries, PEFT's default"], rows)
 

@@ -61,7 +61,7 @@ import torch
 from transformers.utils import logging
 
 import lora_lab
-from lora_lab import plots
+from lora_lab import num, plots
 from lora_lab.env import versions
 
 logging.disable_progress_bar()  # no loading bars in the stored outputs
@@ -137,8 +137,8 @@ out_theirs.loss.backward()
 logit_diff = (out_ours.logits - out_theirs.logits).abs().max().item()
 grad_diff = max((p.grad - their_params[peft_name(n)].grad).abs().max().item()
                 for n, p in ours.named_parameters() if p.requires_grad)
-print(f"loss {out_ours.loss.item():.3f} (lora_lab) vs {out_theirs.loss.item():.3f} (PEFT)")  # 3 decimals: any CPU
-print(f"largest difference: logits {logit_diff:.1e}, gradients {grad_diff:.1e}")
+print(f"loss {num(out_ours.loss.item()):.3f} (lora_lab) vs {num(out_theirs.loss.item()):.3f} (PEFT)")  # 3 decimals: any CPU
+print(f"largest difference: logits {num(logit_diff):.1e}, gradients {num(grad_diff):.1e}")
 assert logit_diff < 1e-5 and grad_diff < 1e-6
 
 # %% [markdown]
@@ -162,8 +162,8 @@ plots.plot_curves(ax, {"lora_lab": run_ours.losses, "PEFT": run_theirs.losses},
 curve_diff = max(abs(a - b) for a, b in zip(run_ours.losses, run_theirs.losses))
 weight_diff = max((p - their_params[peft_name(n)]).abs().max().item()
                   for n, p in ours.named_parameters() if p.requires_grad)
-print(f"loss {run_ours.losses[0]:.3f} -> {run_ours.losses[-1]:.3f}; largest gap between the curves {curve_diff:.1e}, "
-      f"between the trained weights {weight_diff:.1e}")
+print(f"loss {num(run_ours.losses[0]):.3f} -> {num(run_ours.losses[-1]):.3f}; largest gap between the curves {num(curve_diff):.1e}, "
+      f"between the trained weights {num(weight_diff):.1e}")
 assert curve_diff < 1e-4 and weight_diff < 1e-4
 
 # %% [markdown]
@@ -190,7 +190,7 @@ with torch.no_grad():
     for label, m in [("PEFT loading lora_lab's adapter", peft_loads_ours),
                      ("lora_lab loading PEFT's adapter", ours_loads_peft)]:
         diff = (m(**batch).logits - reference).abs().max().item()
-        print(f"{label}: largest logit difference {diff:.1e}")
+        print(f"{label}: largest logit difference {num(diff):.1e}")
         assert diff < 1e-5
 
 from safetensors.torch import load_file
@@ -200,7 +200,7 @@ tensors = load_file(adapter_file)
 keys = sorted(tensors)
 print(len(keys), "tensors, e.g.", keys[0])
 numbers, size = sum(t.numel() for t in tensors.values()), adapter_file.stat().st_size
-print(f"{numbers:,} numbers, {size:,} bytes on disk")
+print(f"{num(numbers):,} numbers, {num(size):,} bytes on disk")
 assert numbers == trainable and all(t.dtype == torch.float32 for t in tensors.values())
 assert 4 * numbers < size < 4 * numbers + 10_000  # 4 bytes a number, plus a header: tensor names, base fingerprint
 
@@ -213,7 +213,7 @@ merged_ours = lora_lab.merge_lora(copy.deepcopy(ours), unload=True)
 merged_theirs = copy.deepcopy(theirs).merge_and_unload()
 theirs_sd = merged_theirs.state_dict()
 merge_diff = max((p - theirs_sd[n]).abs().max().item() for n, p in merged_ours.state_dict().items())
-print(type(merged_ours).__name__, type(merged_theirs).__name__, f"largest weight difference {merge_diff:.1e}")
+print(type(merged_ours).__name__, type(merged_theirs).__name__, f"largest weight difference {num(merge_diff):.1e}")
 assert type(merged_ours) is type(merged_theirs) and merge_diff < 1e-6
 
 # %% [markdown]
@@ -233,14 +233,14 @@ small = bench.Bench(hidden=128, intermediate=344, layers=2, heads=4, vocab=256, 
 timing = bench.time_worker(small)  # both models in this process, one step each in turn
 memory = {lib: bench.memory_worker(lib, small) for lib in ("ours", "peft")}
 plots.print_table(["library", "ms/step (median)", "saved for backward (MiB)", "final loss"],
-                  [("lora_lab" if lib == "ours" else "PEFT", f"{timing['ms'][lib]:.1f}",
-                    f"{memory[lib]['saved_mib']:.3f}", f"{timing['loss'][lib]:.6f}") for lib in ("ours", "peft")])
-print(f"time ours/PEFT, median over paired steps: {timing['pair_ratio']:.2f}")
+                  [("lora_lab" if lib == "ours" else "PEFT", f"{num(timing['ms'][lib]):.1f}",
+                    f"{num(memory[lib]['saved_mib']):.3f}", f"{num(timing['loss'][lib]):.6f}") for lib in ("ours", "peft")])
+print(f"time ours/PEFT, median over paired steps: {num(timing['pair_ratio']):.2f}")
 torch.set_num_threads(1)  # the workers set their own thread count
 
 # %%
 saved = {lib: round(m["saved_mib"], 3) for lib, m in memory.items()}
-print(f"{timing['trainable']:,} trainable parameters in each; activations saved for backward: "
+print(f"{num(timing['trainable']):,} trainable parameters in each; activations saved for backward: "
       f"lora_lab {saved['ours']} MiB, PEFT {saved['peft']} MiB")
 assert abs(timing["loss"]["ours"] - timing["loss"]["peft"]) < 1e-4  # the same training in both
 assert saved["ours"] <= saved["peft"]
@@ -304,7 +304,7 @@ with torch.no_grad():
     ids = torch.arange(20)[None]
     diff = (gpt2_ours(ids).logits - gpt2_peft(ids).logits).abs().max().item()
 print(gpt2_ours.transformer.h[0].attn.c_attn)
-print(f"GPT-2 with LoRA on c_attn: {lora_lab.count_parameters(gpt2_ours)[0]:,} trainable; lora_lab vs PEFT logits differ by {diff:.1e}")
+print(f"GPT-2 with LoRA on c_attn: {num(lora_lab.count_parameters(gpt2_ours)[0]):,} trainable; lora_lab vs PEFT logits differ by {num(diff):.1e}")
 assert diff < 1e-5
 
 # %% [markdown]
@@ -348,7 +348,7 @@ for model_name, (cls, config) in big.items():
             m = lora_lab.inject_lora(cls(config), lora_lab.LoraConfig(r=r_, target_modules=targets))
         trainable, total = lora_lab.count_parameters(m)
         counts[model_name, label] = trainable
-        rows.append((model_name, label, r_, trainable, f"{100 * trainable / total:.3f}%"))
+        rows.append((model_name, label, r_, trainable, f"{num(100 * trainable / total):.3f}%"))
 plots.print_table(["model", "targets", "r", "trainable", "of all"], rows)
 assert counts["Llama-2-7B", "PEFT default (q, v)"] == 4_194_304
 assert counts["Llama-2-7B", "all-linear (QLoRA)"] == 159_907_840
@@ -371,10 +371,10 @@ for label, r_, targets in [("q, v at r=8", 8, ["q_proj", "v_proj"]), ("all-linea
 # %% tags=["nbval-ignore-output"]
 # 60 steps of training: the losses below differ in the second decimal from one CPU to another
 fig, (ax,) = plots.figure(width=5)
-plots.plot_curves(ax, {f"{k} ({n:,} trainable)": v for k, (n, v) in runs.items()}, title="same budget, different targets")
+plots.plot_curves(ax, {f"{k} ({num(n):,} trainable)": v for k, (n, v) in runs.items()}, title="same budget, different targets")
 late = {label: sum(losses[-10:]) / 10 for label, (_, losses) in runs.items()}
 for label, (n, _) in runs.items():
-    print(f"{label:18s} {n:>6,} trainable   mean loss over the last 10 steps {late[label]:.3f}")
+    print(f"{label:18s} {num(n):>6,} trainable   mean loss over the last 10 steps {num(late[label]):.3f}")
 assert late["all-linear at r=2"] < late["q, v at r=8"] - 0.2  # a gap 10× wider than the CPU-to-CPU spread
 
 # %% [markdown]

@@ -58,7 +58,7 @@ import torch
 from transformers.utils import logging
 
 import lora_lab
-from lora_lab import nf4, plots
+from lora_lab import nf4, num, plots
 from lora_lab.env import versions
 
 logging.disable_progress_bar()  # no loading bars in the stored outputs
@@ -79,9 +79,9 @@ versions()
 model = lora_lab.load_base_model()
 linear = {n: p.detach() for n, p in model.named_parameters() if n.endswith("proj.weight")}  # the 28 matrices QLoRA quantizes
 n_linear = sum(w.numel() for w in linear.values())
-rows = [(fmt, bits, f"{n_linear * bits / 8 / 2**20:.2f}") for fmt, bits in
+rows = [(fmt, bits, f"{num(n_linear * bits / 8 / 2**20):.2f}") for fmt, bits in
         [("fp32", 32), ("fp16 / bf16", 16), ("int8", 8), ("4-bit codes alone", 4)]]
-print(f"the tiny Llama's {len(linear)} linear weight matrices hold {n_linear:,} numbers")
+print(f"the tiny Llama's {len(linear)} linear weight matrices hold {num(n_linear):,} numbers")
 plots.print_table(["format", "bits per weight", "MiB"], rows)
 
 # %% [markdown]
@@ -108,7 +108,7 @@ def ks_distance(w: torch.Tensor) -> float:
 
 ks = {n: ks_distance(w) for n, w in linear.items()}
 worst = max(ks, key=ks.get)
-print(f"KS distance to a normal: median {sorted(ks.values())[len(ks) // 2]:.3f}, largest {ks[worst]:.3f} ({worst})")
+print(f"KS distance to a normal: median {num(sorted(ks.values())[len(ks) // 2]):.3f}, largest {num(ks[worst]):.3f} ({worst})")
 assert max(ks.values()) < 0.05
 
 # %% [markdown]
@@ -135,7 +135,7 @@ nf4_values = nf4_values / nf4_values.max()  # (16,) in [-1, 1], index 7 is exact
 print([round(v, 4) for v in nf4_values.tolist()])
 
 bnb_table = bnbf.get_4bit_type("nf4", device="cpu")
-print(f"largest difference from bitsandbytes' table: {(nf4_values - bnb_table).abs().max():.1e}")
+print(f"largest difference from bitsandbytes' table: {num((nf4_values - bnb_table).abs().max()):.1e}")
 assert (nf4_values - bnb_table).abs().max() < 2e-7
 assert torch.equal(nf4.nf4_codebook(), bnb_table)  # lora_lab's version: identical
 
@@ -174,9 +174,9 @@ block = W.flatten()[:8]  # a toy block of 8 values
 codes, absmax = quantize_blockwise(block, nf4_values, blocksize=8)
 a = absmax.item()
 plots.print_table(["weight", "÷ absmax", "code", "table value", "dequantized", "error"],
-                  [(f"{w:+.4f}", f"{w / a:+.3f}", c, f"{nf4_values[c]:+.3f}", f"{nf4_values[c] * a:+.4f}",
-                    f"{nf4_values[c] * a - w:+.4f}") for w, c in zip(block.tolist(), codes.tolist())])
-print(f"absmax = {a:.4f}")
+                  [(f"{num(w):+.4f}", f"{num(w / a):+.3f}", c, f"{num(nf4_values[c]):+.3f}", f"{num(nf4_values[c] * a):+.4f}",
+                    f"{num(nf4_values[c] * a - w):+.4f}") for w, c in zip(block.tolist(), codes.tolist())])
+print(f"absmax = {num(a):.4f}")
 
 # %% [markdown]
 # Why blocks rather than one scale per tensor? Outliers. Pretrained LLMs have a few weights far larger
@@ -190,7 +190,7 @@ flat[1000] = 20 * flat.std()  # one outlier
 for label, bs in [("one scale for the whole tensor", flat.numel()), ("blocks of 64", 64)]:
     c, a = quantize_blockwise(flat, nf4_values, blocksize=bs)
     err = dequantize_blockwise(c, a, nf4_values, blocksize=bs) - flat
-    print(f"{label:32s} relative RMS error {err.pow(2).mean().sqrt() / flat.std():.3f}, "
+    print(f"{label:32s} relative RMS error {num(err.pow(2).mean().sqrt() / flat.std()):.3f}, "
           f"codes used: {len(torch.unique(c))} of 16")
 
 # %% [markdown]
@@ -211,7 +211,7 @@ def pack(codes: torch.Tensor) -> torch.Tensor:
 codes, absmax = quantize_blockwise(W.flatten(), nf4_values)
 packed = pack(codes)
 bnb_packed, bnb_state = bnbf.quantize_4bit(W, blocksize=64, quant_type="nf4", compress_statistics=False)
-print(f"{W.numel():,} weights -> {packed.numel():,} bytes + {absmax.numel():,} fp32 scales; first bytes "
+print(f"{num(W.numel()):,} weights -> {num(packed.numel()):,} bytes + {num(absmax.numel()):,} fp32 scales; first bytes "
       f"{[hex(b) for b in packed[:4].tolist()]}")
 assert torch.equal(packed, bnb_packed.flatten()) and torch.equal(absmax, bnb_state.absmax)
 print("byte-identical to bitsandbytes.functional.quantize_4bit")
@@ -280,7 +280,7 @@ q_dq = nf4.quantize_nf4(big, 64, double_quant=True)
 assert torch.equal(q_dq.offset, mean) and torch.equal(q_dq.absmax2, absmax2)
 assert torch.equal(q_dq.absmax, scale_codes)
 restored = dequantize_blockwise(scale_codes, absmax2, table8, 256) + mean
-print(f"scales restored from 8 bits: largest relative error {((restored - scales) / scales).abs().max():.2%}")
+print(f"scales restored from 8 bits: largest relative error {num(((restored - scales) / scales).abs().max()):.2%}")
 
 # %% [markdown]
 # Against bitsandbytes, the 4-bit codes, the offset and `absmax2` are identical, but a few of the 8-bit
@@ -299,8 +299,8 @@ centred = ((scales - mean).view(-1, 256) / absmax2[:, None]).flatten()  # what t
 dist_ours = (table8[q_dq.absmax.long()] - centred).abs()
 dist_theirs = (table8[theirs_state.absmax.long()] - centred).abs()
 differ = q_dq.absmax != theirs_state.absmax
-print(f"8-bit scale codes identical: {1 - differ.float().mean():.2%}; where they differ, bitsandbytes' value "
-      f"is at most {(dist_theirs - dist_ours)[differ].max():.0e} farther from the scale than ours")
+print(f"8-bit scale codes identical: {num(1 - differ.float().mean()):.2%}; where they differ, bitsandbytes' value "
+      f"is at most {num((dist_theirs - dist_ours)[differ].max()):.0e} farther from the scale than ours")
 assert differ.float().mean() < 0.01 and (dist_ours <= dist_theirs).all()
 assert (dist_theirs - dist_ours)[differ].max() < 1e-4
 
@@ -316,7 +316,7 @@ for dq in (False, True):
     qq = nf4.quantize_nf4(big, 64, double_quant=dq)
     parts = {"codes": qq.packed, "absmax": qq.absmax, "offset": qq.offset, "absmax2": qq.absmax2}
     sizes = {k: (v.numel() * v.element_size() if v is not None else 0) for k, v in parts.items()}
-    rows.append(("yes" if dq else "no", *sizes.values(), qq.nbytes, f"{qq.bits_per_param:.4f}"))
+    rows.append(("yes" if dq else "no", *sizes.values(), qq.nbytes, f"{num(qq.bits_per_param):.4f}"))
 plots.print_table(["double quant", "codes (B)", "absmax (B)", "offset (B)", "absmax2 (B)", "total (B)",
                    "bits/param"], rows)
 assert nf4.quantize_nf4(big, 64, double_quant=False).bits_per_param == 4.5
@@ -358,7 +358,7 @@ for shape, bs in [((8, 64), 64), ((8, 47), 64), ((8, 40), 64), ((8, 48), 64), ((
     predicted = bnb_cpu.dequantize_takes_faulty_path(shape, bs)
     assert torch.equal(ours, by_hand)  # the from-scratch version is the exact arithmetic, on every CPU
     assert bool(bad_rows) == predicted, f"{shape}/{bs}: bitsandbytes behaves against the rule; see lora_lab.bnb_cpu"
-    rows.append((str(shape), bs, f"{(theirs - by_hand).abs().max():.3f}", str(bad_rows) if bad_rows else "none",
+    rows.append((str(shape), bs, f"{num((theirs - by_hand).abs().max()):.3f}", str(bad_rows) if bad_rows else "none",
                  "wrong" if predicted else "exact"))
 plots.print_table(["shape", "blocksize", "bitsandbytes: largest error", "wrong rows", "predicted here"], rows)
 
@@ -396,7 +396,7 @@ for fin in (48, 64, 96, 128, 192):
     # exact arithmetic or not: a right forward differs from x @ w_exact.T by float rounding (< 1e-4 here),
     # a wrong one by the size of the weights (> 0.01)
     assert (err > 1e-2) == predicted and (predicted or err < 1e-4), (fin, err, predicted)
-    rows.append((fin, "yes" if fin % 64 == 0 else "no", f"{err:.3f}", "wrong" if predicted else "exact"))
+    rows.append((fin, "yes" if fin % 64 == 0 else "no", f"{num(err):.3f}", "wrong" if predicted else "exact"))
 plots.print_table(["in_features", "multiple of 64", "Linear4bit vs exact matmul", "predicted here"], rows)
 
 # %% [markdown]
@@ -421,7 +421,7 @@ for data_name, x in [("tiny Llama weights", all_linear), ("N(0, 1) samples", sam
     for qt in ("nf4", "fp4", "int4"):
         err = nf4.quantize_4bit(x, 64, double_quant=False, quant_type=qt).dequantize() - x
         rmse[data_name, qt] = (err.pow(2).mean().sqrt() / x.std()).item()
-        rows.append((data_name, qt, f"{rmse[data_name, qt]:.4f}"))
+        rows.append((data_name, qt, f"{num(rmse[data_name, qt]):.4f}"))
 plots.print_table(["data", "code table", "RMS error / σ"], rows)
 for data_name in ("tiny Llama weights", "N(0, 1) samples"):
     assert rmse[data_name, "nf4"] < rmse[data_name, "int4"] and rmse[data_name, "nf4"] < rmse[data_name, "fp4"]
@@ -476,8 +476,8 @@ from lora_lab.widgets import SliderPanel
 def show_blocksize(blocksize, double_quant):
     p = bs_grid[blocksize, double_quant]
     text = (f"<b>blocksize {blocksize}, double quant {'on' if double_quant else 'off'}</b>: "
-            f"{p['bits']:.4f} bits per weight, RMS error {p['error']:.4f} σ; "
-            f"Llama-2-7B's linear weights: {LLAMA_LINEAR * p['bits'] / 8 / 2**30:.2f} GiB")
+            f"{num(p['bits']):.4f} bits per weight, RMS error {num(p['error']):.4f} σ; "
+            f"Llama-2-7B's linear weights: {num(LLAMA_LINEAR * p['bits'] / 8 / 2**30):.2f} GiB")
     fig, (ax1, ax2) = plots.figure(ncols=2, width=4.2)
     for dq, marker in ((False, "s"), (True, "o")):
         ax1.plot([bs_grid[b, dq]["bits"] for b in BLOCKSIZES], [bs_grid[b, dq]["error"] for b in BLOCKSIZES],
@@ -503,7 +503,7 @@ panel
 # The same sixteen settings as a table, for readers where the slider doesn't render:
 
 # %%
-rows = [(bs, "on" if dq else "off", f"{p['bits']:.4f}", f"{p['error']:.4f}", f"{LLAMA_LINEAR * p['bits'] / 8 / 2**30:.2f}")
+rows = [(bs, "on" if dq else "off", f"{num(p['bits']):.4f}", f"{num(p['error']):.4f}", f"{num(LLAMA_LINEAR * p['bits'] / 8 / 2**30):.2f}")
         for (bs, dq), p in sorted(bs_grid.items())]
 plots.print_table(["blocksize", "double quant", "bits/weight", "RMS error / σ", "Llama-2-7B linear GiB"], rows)
 fig, (ax,) = plots.figure(width=5.5)
@@ -548,7 +548,7 @@ weights = {"fp16": n_total * 2,
            "NF4": n_quant * bits_nf4 / 8 + (n_total - n_quant) * 2,
            "NF4 + double quant": n_quant * bits_dq / 8 + (n_total - n_quant) * 2}
 plots.print_table(["Llama-2-7B weights", "GB", "GiB"],
-                  [(k, f"{v / GB:.2f}", f"{v / GiB:.2f}") for k, v in weights.items()])
+                  [(k, f"{num(v / GB):.2f}", f"{num(v / GiB):.2f}") for k, v in weights.items()])
 assert round(weights["fp16"] / GB, 2) == 13.48 and weights["NF4 + double quant"] / GB < 3.9
 
 # %% [markdown]
@@ -567,7 +567,7 @@ training = {"full fine-tuning (fp16 mixed precision)": n_total * 16,
             "LoRA (fp16 base + adapter)": weights["fp16"] + n_lora * 16,
             "QLoRA (NF4 + double quant base + adapter)": weights["NF4 + double quant"] + n_lora * 16}
 plots.print_table(["Llama-2-7B", "GiB before activations", "fits a T4's 14.75 GiB?"],
-                  [(k, f"{v / GiB:.1f}", "yes" if v / GiB < 14.75 else "no") for k, v in training.items()])
+                  [(k, f"{num(v / GiB):.1f}", "yes" if v / GiB < 14.75 else "no") for k, v in training.items()])
 assert training["QLoRA (NF4 + double quant base + adapter)"] / GiB < 7 < 14.75 < training["LoRA (fp16 base + adapter)"] / GiB
 
 # %% [markdown]
@@ -600,7 +600,7 @@ for rel in (0.01, 0.05, 0.2, 1.0):
     error = {"nf4": merged, "fp16": exact.half().float(), "bf16": exact.bfloat16().float(), "original W": W + delta}
     error = {k: ((v - exact).norm() / delta.norm()).item() for k, v in error.items()}  # each merge's error / ‖ΔW‖
     merges.append((rel, error))
-    rows.append((f"{rel:.0%}", f"{kept:.0%}", *(f"{error[k]:.2g}" for k in ("nf4", "fp16", "bf16", "original W"))))
+    rows.append((f"{num(rel):.0%}", f"{num(kept):.0%}", *(f"{num(error[k]):.2g}" for k in ("nf4", "fp16", "bf16", "original W"))))
 plots.print_table(["‖ΔW‖ / ‖W‖", "NF4 again: share of ΔW kept", "NF4 again: error / ‖ΔW‖", "fp16 copy: error",
                    "bf16 copy: error", "original W + ΔW: error"], rows)
 rounding = ((W - W_nf4).norm() / W.norm()).item()  # NF4's own error, relative to W

@@ -74,6 +74,7 @@ from lora_lab import (
     evaluate,
     inject_lora,
     merge_lora,
+    num,
     plots,
     step_memory,
 )
@@ -122,17 +123,17 @@ with torch.no_grad():
 assert torch.allclose(layer(x), twin(x), atol=1e-5)
 
 stored = layer.base_layer.quant_state
-print(f"q_proj weight: {q_proj.weight.numel() * 4:,} bytes in fp32, {stored.nbytes:,} bytes in NF4 "
-      f"({stored.bits_per_param:.3f} bits per weight); adapter: {16 * (192 + 192) * 4:,} bytes")
+print(f"q_proj weight: {num(q_proj.weight.numel() * 4):,} bytes in fp32, {num(stored.nbytes):,} bytes in NF4 "
+      f"({num(stored.bits_per_param):.3f} bits per weight); adapter: {num(16 * (192 + 192) * 4):,} bytes")
 # 04's 4.127 bits counts each constant's share, as for a matrix of whole groups of 256 blocks; a 192 × 192
 # matrix has 576 blocks, 2.25 groups: 3 fp32 scales (one partly empty) and the fp32 offset, over 36,864 weights
 n, blocks = q_proj.weight.numel(), q_proj.weight.numel() // 64
 shares = 4 + 8 / 64 + 32 / (64 * 256)  # code, 8-bit absmax code, share of a 256-block scale: 04's 4.127
 whole = (n * 4 + blocks * 8 + math.ceil(blocks / 256) * 32 + 32) / n  # the same constants, counted whole
-print(f"{shares:.3f} bits as shares of each constant, {whole:.3f} counted whole here")
+print(f"{num(shares):.3f} bits as shares of each constant, {num(whole):.3f} counted whole here")
 assert round(shares, 3) == 4.127 and whole == stored.bits_per_param and round(whole, 3) == 4.128
-print(f"largest change 4-bit rounding made to a weight: {(w - q_proj.weight).abs().max():.4f} "
-      f"(weights span ±{q_proj.weight.abs().max():.3f})")
+print(f"largest change 4-bit rounding made to a weight: {num((w - q_proj.weight).abs().max()):.4f} "
+      f"(weights span ±{num(q_proj.weight.abs().max()):.3f})")
 
 # %% [markdown]
 # ## What the backward pass keeps
@@ -188,8 +189,8 @@ kept = {label: step_memory.kept_for_backward(fn, layer) for label, (layer, fn) i
 total = {label: sum(r["bytes"] for r in rows) for label, rows in kept.items()}
 new = {label: sum(r["bytes"] for r in rows if not r["own"]) for label, rows in kept.items()}
 plots.print_table(["forward", "tensors kept", "bytes kept", "of them new", "largest tensor kept"],
-                  [(label, len(rows), f"{total[label]:,}", f"{new[label]:,}",
-                    f"{max(r['bytes'] for r in rows):,} B {r['dtype']}") for label, rows in kept.items()
+                  [(label, len(rows), f"{num(total[label]):,}", f"{num(new[label]):,}",
+                    f"{num(max(r['bytes'] for r in rows)):,} B {r['dtype']}") for label, rows in kept.items()
                    for r in [max(rows, key=lambda r: r["bytes"])]])
 assert new["dequantize, then F.linear"] == 512 * 512 * 4 == 8 * 512 * 512 // 2  # a fresh fp32 copy of the weight
 assert new["NF4Linear (MatMulNF4)"] == new["bitsandbytes Linear4bit"] == new["nn.Linear, fp32"] == 0
@@ -274,7 +275,7 @@ def linear_bytes(model):
 rows = []
 for label, model in (("LoRA, fp32 base", lora_model), ("QLoRA, NF4 base", qlora_model)):
     trainable, total = count_parameters(model)
-    rows.append((label, trainable, total, f"{linear_bytes(model) / 2**20:.2f}"))
+    rows.append((label, trainable, total, f"{num(linear_bytes(model) / 2**20):.2f}"))
 plots.print_table(["model", "trainable", "all parameters", "adapted weights (MiB)"], rows)
 
 a_lora = lora_model.model.layers[0].self_attn.q_proj.lora_A.weight
@@ -313,7 +314,7 @@ runs = {}
 for label, model in (("LoRA", lora_model), ("QLoRA", qlora_model)):
     t0 = time.time()
     runs[label] = train(model, tok, train_texts, TrainConfig(steps=STEPS, lr=2e-3, seed=0))
-    print(f"{label}: {STEPS} steps in {time.time() - t0:.0f} s, last loss {runs[label].losses[-1]:.3f}")
+    print(f"{label}: {STEPS} steps in {num(time.time() - t0):.0f} s, last loss {num(runs[label].losses[-1]):.3f}")
 
 # %% tags=["nbval-ignore-output"]
 def smooth(values, k=10):
@@ -330,8 +331,8 @@ for run in runs.values():
     assert sum(run.losses[-20:]) / 20 < 0.3 * sum(run.losses[:5]) / 5  # the loss fell
 curve_gap = max(abs(a - b) for a, b in zip(smooth(runs["LoRA"].losses), smooth(runs["QLoRA"].losses)))
 late_gap = abs(sum(runs["LoRA"].losses[-20:]) - sum(runs["QLoRA"].losses[-20:])) / 20
-print(f"largest gap between the smoothed curves: {curve_gap:.2f} (loss units); over the last 20 steps: "
-      f"{late_gap:.3f}")
+print(f"largest gap between the smoothed curves: {num(curve_gap):.2f} (loss units); over the last 20 steps: "
+      f"{num(late_gap):.3f}")
 assert late_gap < 0.1  # both end at the same loss, to within a tenth
 for run in runs.values():  # flat from about step 60: steps 51-70 and 81-100 differ by under 0.05
     assert abs(sum(run.losses[50:70]) - sum(run.losses[-20:])) / 20 < 0.05
@@ -349,10 +350,10 @@ scores.update({label: evaluate(model, tok, held_out) for label, model in (("LoRA
 tasks = list(scores["LoRA"]["per_task"])
 assert len(held_out) == 100 and len(tasks) == 5
 plots.print_table(["model", "all"] + tasks,
-                  [(label, f"{s['accuracy']:.1%}", *(f"{s['per_task'][t]:.0%}" for t in tasks))
+                  [(label, f"{num(s['accuracy']):.1%}", *(f"{num(s['per_task'][t]):.0%}" for t in tasks))
                    for label, s in scores.items()])
 gap = scores["QLoRA"]["accuracy"] - scores["LoRA"]["accuracy"]
-print(f"QLoRA - LoRA: {gap:+.1%}")
+print(f"QLoRA - LoRA: {num(gap):+.1%}")
 
 # %%
 assert scores["base model"]["accuracy"] <= 0.20
@@ -388,12 +389,12 @@ for method, r in reports.items():
     estimate = sum(r["estimate"].values())
     expected = estimate + (workspace if method != "lora" else 0)
     peaks[method] = r["step_peak_mib"] - r["start_mib"]
-    rows.append((step_memory.METHODS[method], f"{estimate / MiB:.0f}", f"{expected / MiB:.0f}", f"{peaks[method]:.0f}",
-                 f"{peaks[method] - expected / MiB:+.0f}", f"{r['activations_saved'] / MiB:.0f}",
-                 f"{r['step_seconds']:.1f}"))
+    rows.append((step_memory.method_label(method), f"{num(estimate / MiB):.0f}", f"{num(expected / MiB):.0f}", f"{num(peaks[method]):.0f}",
+                 f"{num(peaks[method] - expected / MiB):+.0f}", f"{num(r['activations_saved'] / MiB):.0f}",
+                 f"{num(r['step_seconds']):.1f}"))
 plots.print_table(["configuration", "estimate MiB", "+ workspace MiB", "measured peak MiB", "difference",
                    "activations kept MiB", "step s"], rows)
-print(f"activations the estimate expects: {reports['qlora']['estimate']['activations'] / MiB:.0f} MiB")
+print(f"activations the estimate expects: {num(reports['qlora']['estimate']['activations'] / MiB):.0f} MiB")
 
 # %%
 assert workspace == 11008 * 4096 * 4  # 172 MiB
@@ -481,8 +482,8 @@ for label, (unmerged, merged) in variants.items():
 
 # %% tags=["nbval-ignore-output"]
 plots.print_table(["merge", "largest logit change", "held-out score"],
-                  [(label, f"{d:.2e}", f"{acc:.1%}") for label, (d, acc) in drift.items()])
-print(f"unmerged: LoRA {scores['LoRA']['accuracy']:.1%}, QLoRA {scores['QLoRA']['accuracy']:.1%}")
+                  [(label, f"{num(d):.2e}", f"{num(acc):.1%}") for label, (d, acc) in drift.items()])
+print(f"unmerged: LoRA {num(scores['LoRA']['accuracy']):.1%}, QLoRA {num(scores['QLoRA']['accuracy']):.1%}")
 
 # %%
 exact, requant, dequant, original = (drift[k][0] for k in variants)

@@ -66,7 +66,7 @@ import torch
 import transformers
 
 import lora_lab
-from lora_lab import plots
+from lora_lab import num, plots
 from lora_lab.env import versions
 from lora_lab.finetune import (
     T4,
@@ -97,7 +97,7 @@ hardware = Hardware.detect()
 PROFILE = "llama2-7b-t4" if hardware.device == "cuda" else "tiny"  # the one setting that switches paths
 GPU = PROFILE != "tiny"
 if GPU:
-    print(f"GPU found ({hardware.gpu}, {hardware.memory_gib:.1f} GiB): fine-tuning Llama-2-7b-chat, profile {PROFILE!r}")
+    print(f"GPU found ({hardware.gpu}, {num(hardware.memory_gib):.1f} GiB): fine-tuning Llama-2-7b-chat, profile {PROFILE!r}")
 else:
     print(f"No GPU: fine-tuning the embedded tiny Llama on the CPU, profile {PROFILE!r}. "
           "Cells that need a GPU say so and skip.")
@@ -196,11 +196,11 @@ print("a Colab T4:  ", plan(big, T4))
 # activations kept for the backward pass of one batch at full length.
 
 # %%
-print(f"Llama-2-7B, {big.profile} recipe on a T4 ({T4.memory_gib} GiB usable):")
+print(f"Llama-2-7B, {big.profile} recipe on a T4 ({num(T4.memory_gib)} GiB usable):")
 est_7b = estimate_for(big, plan(big, T4))
 print(est_7b.table())
 lora16 = estimate_for(resolve_config("llama2-7b-t4", quantization="none"), plan(big, T4))
-print(f"the same with 16-bit weights instead of NF4: {lora16.total / 2**30:.1f} GiB")
+print(f"the same with 16-bit weights instead of NF4: {num(lora16.total / 2**30):.1f} GiB")
 assert est_7b.fits(T4.memory_gib) and not lora16.fits(T4.memory_gib)
 
 # %% [markdown]
@@ -306,8 +306,8 @@ model, tok = result.model, result.tokenizer
 
 # %%
 m = result.metrics
-print(f"trainable params: {m['trainable_params']:,} || all params: {m['all_params']:,} || "
-      f"trainable%: {100 * m['trainable_params'] / m['all_params']:.4f}")
+print(f"trainable params: {num(m['trainable_params']):,} || all params: {num(m['all_params']):,} || "
+      f"trainable%: {num(100 * m['trainable_params'] / m['all_params']):.4f}")
 print("4-bit layers:", m["quantization"])
 assert m["quantization"]["quant_type"] == "nf4" and m["quantization"]["double_quant"]
 
@@ -333,13 +333,13 @@ assert GPU or max(late) - min(late) < 0.1  # flat from about step 60
 
 # %% tags=["nbval-ignore-output"]
 estimated = m["memory_estimate_mb"]["total"]
-print(f"estimated for this run (longest row): {estimated:,.1f} MiB "
-      f"(at the full {config.max_length} tokens: {est.total / 2**20:,.1f} MiB)")
+print(f"estimated for this run (longest row): {num(estimated):,.1f} MiB "
+      f"(at the full {config.max_length} tokens: {num(est.total / 2**20):,.1f} MiB)")
 if GPU:
-    print(f"measured peak: {m['peak_memory_mb']:,.0f} MiB allocated on the GPU "
-          f"({m['peak_memory_mb'] / estimated:.2f}× the estimate)")
+    print(f"measured peak: {num(m['peak_memory_mb']):,.0f} MiB allocated on the GPU "
+          f"({num(m['peak_memory_mb'] / estimated):.2f}× the estimate)")
 else:
-    print(f"measured: process RSS {m['memory_at_start_mb']:,.0f} MB at the start, {m['peak_memory_mb']:,.0f} MB at "
+    print(f"measured: process RSS {num(m['memory_at_start_mb']):,.0f} MB at the start, {num(m['peak_memory_mb']):,.0f} MB at "
           "the peak — interpreter and libraries included, so not comparable with the estimate")
 
 # %% [markdown]
@@ -356,7 +356,7 @@ for b, a in zip(before, after):
     print(f"   before: {b['reply'][:300]!r}")
     print(f"   after:  {a['reply'][:300]!r}" + (f"   (expected {a['answer']!r})" if "answer" in a else ""))
 if not GPU:
-    print(f"held-out exact match: {m['metric_before']:.1%} -> {m['metric_after']:.1%}")
+    print(f"held-out exact match: {num(m['metric_before']):.1%} -> {num(m['metric_after']):.1%}")
 
 # %%
 if not GPU:
@@ -418,12 +418,12 @@ SliderPanel(show_temperature, {"T": TEMPERATURES}, initial={"T": 1.0})
 fig, axes = plots.figure(ncols=3, width=3.2, height=2.6)
 for ax, t in zip(axes, (0.2, 1.0, 3.0)):
     ax.bar(range(10), probs[t].numpy(), color="tab:blue")
-    ax.set(xticks=range(10), ylim=(0, 1), title=f"T = {t}")
+    ax.set(xticks=range(10), ylim=(0, 1), title=f"T = {num(t)}")
     ax.set_xticklabels(labels, rotation=60, fontsize=6)
 
 # %% tags=["nbval-ignore-output"]
 for t in (0.2, 1.0, 3.0):
-    print(f"T = {t}: 8 replies, {len(set(samples[t]))} distinct, e.g. {samples[t][:3]}")
+    print(f"T = {num(t)}: 8 replies, {len(set(samples[t]))} distinct, e.g. {samples[t][:3]}")
 
 # %% [markdown]
 # ## Save, reload, merge
@@ -444,7 +444,7 @@ adapter_file = adapter / "adapter_model.safetensors"
 weights = load_file(adapter_file)
 numbers, size = sum(w.numel() for w in weights.values()), adapter_file.stat().st_size
 payload = sum(w.numel() * w.element_size() for w in weights.values())  # bytes the weights take
-print(f"adapter_model.safetensors: {numbers:,} numbers, {size:,} bytes ({size / 1e6:.1f} MB)")
+print(f"adapter_model.safetensors: {num(numbers):,} numbers, {num(size):,} bytes ({num(size / 1e6):.1f} MB)")
 assert payload < size < payload + 100_000  # the weights, plus a header naming each tensor
 assert GPU or (numbers, payload) == (233_472, 4 * 233_472)  # the tiny model's adapter, in fp32
 
@@ -509,8 +509,8 @@ else:
 # %% tags=["nbval-ignore-output"]
 if not GPU:
     unmerged = lora_lab.evaluate(model, tok, held_out.select(range(100)))["accuracy"]
-    rows = [("none (adapter kept apart)", "0", f"{unmerged:.0%}")]
-    rows += [(label, f"{drift[label]:.1e}", f"{scores[label]:.0%}") for label in merged]
+    rows = [("none (adapter kept apart)", "0", f"{num(unmerged):.0%}")]
+    rows += [(label, f"{num(drift[label]):.1e}", f"{num(scores[label]):.0%}") for label in merged]
     plots.print_table(["merged into", "largest logit change", "held-out exact match (100 rows)"], rows)
     assert scores["dequantized 4-bit weights (exact)"] == unmerged
 

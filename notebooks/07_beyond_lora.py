@@ -69,7 +69,7 @@ import torch
 from transformers.utils import logging
 
 import lora_lab
-from lora_lab import LoraConfig, count_parameters, evaluate, merge_lora, plots, unmerge_lora
+from lora_lab import LoraConfig, count_parameters, evaluate, merge_lora, num, plots, unmerge_lora
 from lora_lab.adapters import read_adapter_weights
 from lora_lab.env import versions
 from lora_lab.lora import LoRALinear, lora_layers
@@ -129,15 +129,15 @@ int4 = Int4Linear.from_linear(down, GROUP)  # lora_lab's version of the same
 assert torch.equal(int4.codes, codes.flatten(1).to(torch.uint8))
 assert torch.equal(int4.scales, scales) and torch.equal(int4.zeros, zeros)
 print(int4)
-print(f"codes {tuple(int4.codes.shape)} in 0..{int(int4.codes.max())}, packed two per byte into {int4.weight.numel():,} bytes; "
+print(f"codes {tuple(int4.codes.shape)} in 0..{int(int4.codes.max())}, packed two per byte into {num(int4.weight.numel()):,} bytes; "
       f"scales and zero points {tuple(int4.scales.shape)} in fp16")
-print(f"bits per weight: INT4 with groups of {GROUP}: {int4.bits_per_weight:g}; "
-      f"NF4 with double quantization: {quantize_nf4(w).bits_per_param:.3f}")
+print(f"bits per weight: INT4 with groups of {GROUP}: {num(int4.bits_per_weight):g}; "
+      f"NF4 with double quantization: {num(quantize_nf4(w).bits_per_param):.3f}")
 
 # %% tags=["nbval-ignore-output"]
 int4_error = ((int4.dequantize() - w).norm() / w.norm()).item()
 nf4_error = ((quantize_nf4(w).dequantize() - w).norm() / w.norm()).item()
-print(f"relative error ‖W − W̃‖ / ‖W‖: INT4, groups of {GROUP}: {int4_error:.4f}; NF4, blocks of 64: {nf4_error:.4f}")
+print(f"relative error ‖W − W̃‖ / ‖W‖: INT4, groups of {GROUP}: {num(int4_error):.4f}; NF4, blocks of 64: {num(nf4_error):.4f}")
 assert int4_error < nf4_error  # smaller groups, and their own zero point, at 5 bits instead of 4.127
 
 # %% [markdown]
@@ -186,7 +186,7 @@ with torch.no_grad():
     zero_step = torch.finfo(torch.float16).eps * new_zeros.abs().clamp(min=2**-14) / 2  # half an fp16 step
     bound = (int4.scales.float() * zero_step).repeat_interleave(GROUP, dim=1)  # (192, 512) largest weight change
     assert torch.all((layer.base_layer.dequantize() - (int4.dequantize() + delta)).abs() <= bound + 1e-7)
-print(f"largest output change from merging: {(after - before).abs().max():.1e} (outputs span ±{before.abs().max():.1f})")
+print(f"largest output change from merging: {num((after - before).abs().max()):.1e} (outputs span ±{num(before.abs().max()):.1f})")
 layer.unmerge()
 
 # %% [markdown]
@@ -242,7 +242,7 @@ torch.manual_seed(0)
 qalora = get_qalora_model(lora_lab.load_base_model(), config, qalora_group_size=GROUP)
 plots.print_table(["model", "trainable", "base stored in"],
                   [("QLoRA", count_parameters(qlora)[0], "NF4 + double quantization, 4.127 bits per weight"),
-                   ("QA-LoRA", count_parameters(qalora)[0], f"INT4, groups of {GROUP}, {int4.bits_per_weight:g} bits per weight")])
+                   ("QA-LoRA", count_parameters(qalora)[0], f"INT4, groups of {GROUP}, {num(int4.bits_per_weight):g} bits per weight")])
 
 try:  # the rank limit, as an error that says what is accepted
     get_qalora_model(lora_lab.load_base_model(), LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS), GROUP)
@@ -259,8 +259,8 @@ runs = {}
 for label, model in (("QLoRA", qlora), ("QA-LoRA", qalora)):
     t0 = time.time()
     runs[label] = train(model, tok, train_texts, budget)
-    print(f"{label}: {STEPS} steps in {time.time() - t0:.0f} s, mean loss of the last 10 steps "
-          f"{sum(runs[label].losses[-10:]) / 10:.3f}")
+    print(f"{label}: {STEPS} steps in {num(time.time() - t0):.0f} s, mean loss of the last 10 steps "
+          f"{num(sum(runs[label].losses[-10:]) / 10):.3f}")
 for run in runs.values():
     assert sum(run.losses[-10:]) / 10 < 0.3 * sum(run.losses[:5]) / 5  # the loss fell
 
@@ -306,7 +306,7 @@ print(f"the merged QA-LoRA model: {len(lora_layers(qalora_merged))} LoRA layers 
 
 # %% tags=["nbval-ignore-output"]
 plots.print_table(["model", "held-out score (100 rows)", "largest logit change vs unmerged"],
-                  [(label, f"{acc:.0%}", "—" if d is None else f"{d:.1e}") for label, (acc, d) in results.items()])
+                  [(label, f"{num(acc):.0%}", "—" if d is None else f"{num(d):.1e}") for label, (acc, d) in results.items()])
 
 # %%
 score = {label: acc for label, (acc, _) in results.items()}
@@ -368,7 +368,7 @@ x = torch.randn(4, 192)
 by_hand = x @ (dora.lora_magnitude_vector[:, None] * direction).T
 assert torch.allclose(dora(x), by_hand, atol=1e-5)
 print(f"lora_magnitude_vector: {tuple(dora.lora_magnitude_vector.shape)}, one length per output feature; "
-      f"trainable: {sum(p.numel() for p in dora.parameters() if p.requires_grad):,} = 4·192 + 192·4 + 192")
+      f"trainable: {num(sum(p.numel() for p in dora.parameters() if p.requires_grad)):,} = 4·192 + 192·4 + 192")
 
 # %% [markdown]
 # The split, drawn for the first 48 outputs of this layer. Every row of the weight DoRA computes with,
@@ -465,7 +465,7 @@ with tempfile.TemporaryDirectory() as tmp:
                                    - out(dora_peft)).abs().max().item()
 
 # %% tags=["nbval-ignore-output"]
-plots.print_table(["DoRA, lora_lab vs PEFT", "largest difference"], [(k, f"{v:.1e}") for k, v in parity.items()])
+plots.print_table(["DoRA, lora_lab vs PEFT", "largest difference"], [(k, f"{num(v):.1e}") for k, v in parity.items()])
 
 # %%
 assert parity["outputs"] < 1e-4 and parity["gradients"] < 1e-5  # the same function, to float rounding
@@ -501,7 +501,7 @@ assert torch.allclose(pissa_layer(x), q_proj(x), atol=1e-5)  # the same layer at
 
 # %% tags=["nbval-ignore-output"]
 share = ((S[:r] ** 2).sum() / (S**2).sum()).item()
-print(f"the top {r} of 192 singular directions hold {share:.1%} of ‖W0‖² (a random rank-{r} slice: {r / 192:.1%} on average)")
+print(f"the top {r} of 192 singular directions hold {num(share):.1%} of ‖W0‖² (a random rank-{r} slice: {num(r / 192):.1%} on average)")
 assert share > 2 * r / 192
 
 # %% [markdown]
@@ -565,7 +565,7 @@ assert same
 
 # %% tags=["nbval-ignore-output"]
 plots.print_table(["adapter on the original model", "largest logit difference from the trained model"],
-                  [(k, f"{v:.1e}") for k, v in pissa_load.items()])
+                  [(k, f"{num(v):.1e}") for k, v in pissa_load.items()])
 
 # %%
 assert max(v for k, v in pissa_load.items() if k.startswith("converted")) < 1e-3  # the same model, to float rounding
@@ -606,7 +606,7 @@ print("lora_lab's loftq_init gives PEFT's Q, A and B:", True)
 
 # %% tags=["nbval-ignore-output"]
 plots.print_table(["iteration", "‖W0 − Q − s·B·A‖", "of QLoRA's start"],
-                  [(t, f"{e:.4f}", f"{e / result.errors[0]:.1%}") for t, e in enumerate(result.errors)])
+                  [(t, f"{num(e):.4f}", f"{num(e / result.errors[0]):.1%}") for t, e in enumerate(result.errors)])
 
 # %% [markdown]
 # Iteration 0 is QLoRA's start. **Two differences from PEFT.** PEFT 0.21's `loftq_init` moves the weight
@@ -638,7 +638,7 @@ for rank in (4, 16):
         per_iter += torch.tensor(loftq_init(wt, rank, num_iter=5).errors) ** 2
     loftq_rows[rank] = (per_iter.sqrt() / total).tolist()
 plots.print_table(["r"] + [f"iteration {t}" for t in range(6)],
-                  [(rank, *(f"{e:.4f}" for e in errs)) for rank, errs in loftq_rows.items()])
+                  [(rank, *(f"{num(e):.4f}" for e in errs)) for rank, errs in loftq_rows.items()])
 fig, (ax,) = plots.figure(width=4.8, height=2.8)
 for rank, errs in loftq_rows.items():
     ax.plot(range(6), errs, "o-", label=f"r = {rank}")
@@ -699,10 +699,10 @@ vmax = float(update[C].abs().max())
 
 def show_group(group_size):
     p = group_grid[group_size]
-    text = (f"<b>groups of {group_size}</b> ({512 // group_size} per row): {p['bits']:g} bits per weight; "
-            f"base error {p['error']:.1%}; a QA-LoRA adapter could express {p['share']:.1%} of QLoRA's update; "
-            f"merging: requantizing W̃ + ΔW loses {p['requant']:.0%} of QLoRA's ΔW, moving the zero points "
-            f"{p['zeros']:.1%} of QA-LoRA's")
+    text = (f"<b>groups of {group_size}</b> ({512 // group_size} per row): {num(p['bits']):g} bits per weight; "
+            f"base error {num(p['error']):.1%}; a QA-LoRA adapter could express {num(p['share']):.1%} of QLoRA's update; "
+            f"merging: requantizing W̃ + ΔW loses {num(p['requant']):.0%} of QLoRA's ΔW, moving the zero points "
+            f"{num(p['zeros']):.1%} of QA-LoRA's")
     fig, axes = plots.figure(ncols=3, width=3.4, height=2.4)
     plots.show_matrix(axes[0], update[C], "QLoRA's ΔW (corner)", vmax)
     plots.show_matrix(axes[1], p["kept"][C], f"what groups of {group_size} keep", vmax)
@@ -723,8 +723,8 @@ panel
 # %% tags=["nbval-ignore-output"]
 plots.print_table(["group size", "bits/weight", "base error", "share of ΔW expressible", "lost: requantize",
                    "lost: zero points"],
-                  [(gs, f"{p['bits']:g}", f"{p['error']:.3f}", f"{p['share']:.2f}", f"{p['requant']:.2f}",
-                    f"{p['zeros']:.4f}") for gs, p in group_grid.items()])
+                  [(gs, f"{num(p['bits']):g}", f"{num(p['error']):.3f}", f"{num(p['share']):.2f}", f"{num(p['requant']):.2f}",
+                    f"{num(p['zeros']):.4f}") for gs, p in group_grid.items()])
 
 # %%
 fig, (ax1, ax2) = plots.figure(ncols=2, width=4.2)
@@ -819,4 +819,4 @@ def pissa_factors(weight, r, scaling):
 check_pissa_factors(pissa_factors)
 
 # %% tags=["nbval-ignore-output"]
-print(f"notebook ran in {time.time() - start_time:.0f} s")
+print(f"notebook ran in {num(time.time() - start_time):.0f} s")

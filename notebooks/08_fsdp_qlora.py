@@ -67,11 +67,11 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
-from lora_lab import fsdp
+from lora_lab import fsdp, num
 from lora_lab import fsdp_train as ft
 from lora_lab.config import ConfigError, resolve_config
 from lora_lab.env import versions
-from lora_lab.memory import GIB, estimate_memory, llama2_70b_config, meta_model
+from lora_lab.memory import GIB, estimate_memory, llama2_70b_config, meta_model, part_label
 from lora_lab.plan import GPU_24GB, Hardware, estimate_for, plan
 from lora_lab.qlora import NF4Linear
 
@@ -104,10 +104,10 @@ def per_device(sharding, n):
 single, ddp, sharded = per_device("none", 1), per_device("ddp", 2), per_device("fsdp", 2)
 print(f"{'per device, GiB':<18}{'one GPU':>9}{'DDP × 2':>9}{'FSDP × 2':>10}")
 for part in single.PARTS + ("parallel_buffers",):
-    print(f"{part.replace('_', ' '):<18}" + "".join(f"{getattr(e, part) / GIB:>{w}.2f}"
-                                                  for e, w in ((single, 9), (ddp, 9), (sharded, 10))))
-print(f"{'total':<18}" + "".join(f"{e.total / GIB:>{w}.2f}" for e, w in ((single, 9), (ddp, 9), (sharded, 10))))
-print(f"{budget:.0f} GiB card:       " + "   ".join("fits" if e.fits(budget) else "too big" for e in (single, ddp, sharded)))
+    print(f"{part_label(part):<18}" + "".join(f"{num(getattr(e, part) / GIB):>{w}.2f}"
+                                              for e, w in ((single, 9), (ddp, 9), (sharded, 10))))
+print(f"{part_label('total'):<18}" + "".join(f"{num(e.total / GIB):>{w}.2f}" for e, w in ((single, 9), (ddp, 9), (sharded, 10))))
+print(f"{num(budget):.0f} GiB card:       " + "   ".join("fits" if e.fits(budget) else "too big" for e in (single, ddp, sharded)))
 assert not single.fits(budget) and not ddp.fits(budget) and sharded.fits(budget)
 assert ddp.weights == single.weights and sharded.weights < 0.51 * single.weights
 
@@ -171,7 +171,7 @@ layer = NF4Linear.from_linear(nn.Linear(192, 192))  # one q_proj's shape, double
 print("parameters:", [(n, tuple(p.shape), str(p.dtype).removeprefix("torch.")) for n, p in layer.named_parameters()])
 print("buffers:   ", [(n, tuple(b.shape), str(b.dtype).removeprefix("torch.")) for n, b in layer.named_buffers()])
 blocks = fsdp.block_count(layer)
-print(f"{layer.weight.numel():,} bytes of codes in {blocks} blocks of 64 weights, each block with its own scale")
+print(f"{num(layer.weight.numel()):,} bytes of codes in {blocks} blocks of 64 weights, each block with its own scale")
 
 # %% [markdown]
 # Two things have to change before FSDP can shard this layer well:
@@ -224,7 +224,7 @@ as_float = rows.view(torch.float32)  # (blocks, 8): the same 32 bytes per block,
 assert torch.equal(as_float.view(torch.uint8), rows)  # a view changes nothing
 cast = as_float.to(torch.bfloat16).to(torch.float32).view(torch.uint8)  # what mixed precision would do
 changed = (cast != rows).float().mean().item()
-print(f"codes stored as float32, cast to bf16 and back: {changed:.0%} of the bytes changed")
+print(f"codes stored as float32, cast to bf16 and back: {num(changed):.0%} of the bytes changed")
 assert changed > 0.4
 shardable_f32 = fsdp.shardable(NF4Linear.from_linear(nn.Linear(192, 192)), "float32")
 print("stored as float32:", tuple(shardable_f32.weight.shape), shardable_f32.weight.dtype)
@@ -253,7 +253,7 @@ two_ours, two_bnb = ft.train_sharded(2, [OURS, BNB])
 seconds = time.time() - t0
 
 # %% tags=["nbval-ignore-output"]
-print(f"{seconds:.0f} s for both; losses per step (the processes all-reduce theirs, so both print the same):")
+print(f"{num(seconds):.0f} s for both; losses per step (the processes all-reduce theirs, so both print the same):")
 for label, one, two in (("lora_lab NF4Linear", one_ours, two_ours), ("bitsandbytes + PEFT", one_bnb, two_bnb)):
     print(f"  {label:<20} one process {[round(v, 4) for v in one.losses]}   two {[round(v, 4) for v in two[0].losses]}")
 
@@ -272,9 +272,9 @@ rows_of = lambda one, two: [(part, one.bytes[part], two[0].bytes[part], two[1].b
 print(f"{'':<34}{'1 process':>11}{'2: rank 0':>12}{'rank 1':>12}")
 for label, one, two in (("lora_lab", one_ours, two_ours), ("bitsandbytes", one_bnb, two_bnb)):
     for part, a, b, c in rows_of(one, two):
-        print(f"{label + ' · ' + part.replace('_', ' '):<34}{a:>11,}{b:>12,}{c:>12,}")
+        print(f"{label + ' · ' + part_label(part):<34}{num(a):>11,}{num(b):>12,}{num(c):>12,}")
 as_loaded = [r.bytes_as_loaded["quant_constants"] for r in two_ours]
-print(f"{'lora_lab · scales left as buffers':<34}{one_ours.bytes['quant_constants']:>11,}{as_loaded[0]:>12,}{as_loaded[1]:>12,}")
+print(f"{'lora_lab · scales left as buffers':<34}{num(one_ours.bytes['quant_constants']):>11,}{num(as_loaded[0]):>12,}{num(as_loaded[1]):>12,}")
 
 for one, two in ((one_ours, two_ours), (one_bnb, two_bnb)):
     for part in ("weights", "lora_weights", "gradients", "optimizer_state"):
@@ -304,7 +304,7 @@ tiny_est = estimate_memory(AutoConfig.from_pretrained(EMBEDDED_MODEL), lora={"r"
                            batch_size=4, seq_len=64, optimizer="adamw_torch", compute_dtype="float32",
                            num_processes=2, sharding="fsdp")
 for part in ("weights", "quant_constants", "lora_weights", "gradients", "optimizer_state"):
-    print(f"{part.replace('_', ' '):<18} estimate {getattr(tiny_est, part):>10,}   measured {two_bnb[0].bytes[part]:>10,}")
+    print(f"{part_label(part):<18} estimate {num(getattr(tiny_est, part)):>10,}   measured {num(two_bnb[0].bytes[part]):>10,}")
     assert getattr(tiny_est, part) == two_bnb[0].bytes[part]
 
 # %% [markdown]
@@ -313,11 +313,12 @@ for part in ("weights", "quant_constants", "lora_weights", "gradients", "optimiz
 
 # %%
 layer_bytes = {b for phase, _, b in two_ours[0].gathers if phase != "loss"}
+shown = {"forward": "forward", "backward": "backward", "loss": "loss"}  # how each phase is printed
 for phase, i, gathered in two_ours[0].gathers:
-    print(f"{phase:<9} {'layer ' + str(i) if i is not None else 'loss':<8} {gathered:>10,} bytes gathered")
+    print(f"{shown[phase]:<9} {'layer ' + str(i) if i is not None else 'loss':<8} {num(gathered):>10,} bytes gathered")
 assert len(layer_bytes) == 1  # the same at every layer, forward and backward
-print(f"one decoder layer whole: {layer_bytes.pop():,} bytes; the whole model, unsharded: "
-      f"{sum(one_ours.bytes[p] for p in ('weights', 'quant_constants', 'lora_weights')):,}")
+print(f"one decoder layer whole: {num(layer_bytes.pop()):,} bytes; the whole model, unsharded: "
+      f"{num(sum(one_ours.bytes[p] for p in ('weights', 'quant_constants', 'lora_weights'))):,}")
 
 # %% [markdown]
 # One layer at a time: as the forward reaches layer i, FSDP has gathered layer i and freed layer i − 1;
@@ -421,4 +422,4 @@ def dequantize_shard(codes, absmax):
 check_dequantize_shard(dequantize_shard)
 
 # %% tags=["nbval-ignore-output"]
-print(f"notebook ran in {time.time() - start_time:.0f} s")
+print(f"notebook ran in {num(time.time() - start_time):.0f} s")

@@ -28,7 +28,9 @@ from lora_lab.paths import EMBEDDED_MODEL
 model = lora_lab.load_base_model()
 rows = {split: len(lora_lab.load_instruction_dataset(split=split)) for split in ("train", "eval")}
 verdict = exercises.check_weights_gib(lambda n, bits: n * bits / 8 / 2**30)
-print(json.dumps({"file": lora_lab.__file__, "model_dir": str(EMBEDDED_MODEL), "params": model.num_parameters(),
+lora_lab.set_language("vi")  # the Vietnamese catalogue, read from the installed package
+vietnamese = repr(exercises.check_weights_gib(lambda n, bits: n * bits / 8 / 2**30))
+print(json.dumps({"vietnamese": vietnamese, "file": lora_lab.__file__, "model_dir": str(EMBEDDED_MODEL), "params": model.num_parameters(),
                   "rows": rows, "verdict": bool(verdict),
                   "cli": shutil.which("lora-lab"), "path": sys.path}))
 """
@@ -62,6 +64,7 @@ def assert_installed_kit(result: dict, venv: Path) -> None:
     assert Path(result["model_dir"]).is_relative_to(venv)  # the embedded model shipped inside the package
     assert result["params"] == 2_361_024 and result["rows"] == {"train": 1200, "eval": 250}
     assert result["verdict"] is True
+    assert result["vietnamese"].startswith("Bài tập 00.2 · weights_gib: đúng — ") and "12,55 GiB" in result["vietnamese"]
     assert result["cli"] and Path(result["cli"]).is_relative_to(venv)
 
 
@@ -80,6 +83,9 @@ def test_wheel_holds_every_subpackage_and_the_embedded_data(wheel):
     packages = {p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "lora_lab").rglob("__init__.py")}
     for pkg in packages:
         assert f"{pkg}/__init__.py" in names, f"{pkg} is missing from the wheel: list it in pyproject.toml"
+    for po in (ROOT / "lora_lab" / "locale").rglob("*.po"):  # the message catalogues, read at run time
+        assert po.relative_to(ROOT).as_posix() in names, f"{po.name} is missing from the wheel: pyproject package-data"
+    assert "lora_lab/locale/vi/LC_MESSAGES/lora_lab.po" in names
     for data in (ROOT / "data").rglob("*"):
         if data.is_file():
             assert f"lora_lab/embedded/{data.relative_to(ROOT / 'data').as_posix()}" in names

@@ -37,12 +37,13 @@ def _verdict_pattern() -> tuple[re.Pattern, dict[str, str]]:
 
     Built from the checks' own message catalogue, so a reworded translation is still recognised.
     """
-    from ..exercises.vi import MESSAGES
+    from ..i18n import LANGUAGES, translations
 
     labels = {"correct": "correct", "not yet right": "wrong", "not done yet": "not done"}
-    labels |= {MESSAGES[en]: status for en, status in list(labels.items())}
     title = "Exercise {number} · {name}"
-    words = "|".join(re.escape(t.split(" {number}")[0]) for t in (title, MESSAGES[title]))
+    titles = {translations(lang).gettext(title) for lang in LANGUAGES}
+    labels |= {translations(lang).gettext(en): status for lang in LANGUAGES for en, status in list(labels.items())}
+    words = "|".join(re.escape(t.split(" {number}")[0]) for t in sorted(titles))
     alternatives = "|".join(re.escape(label) for label in sorted(labels, key=len, reverse=True))
     return re.compile(rf"(?:{words}) (\d\d\.\d+) · \w+: ({alternatives})"), labels
 

@@ -4,7 +4,7 @@
 order; each has `exercise_id` ("00.1") and `answer_name` ("compute_dtype_for"), for graders.
 """
 
-from .i18n import get_language, set_language  # noqa: F401
+from ..i18n import get_language, set_language  # noqa: F401  (the kit's one language setting)
 
 # notebooks 00-04
 from .concepts import *  # noqa: F401,F403

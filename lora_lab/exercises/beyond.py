@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .i18n import _
+from ..i18n import _
 from .verdict import _call, _check, _is_tensor, _lora_shapes_hint
 
 __all__ = ["check_pool_groups", "check_fold_into_zeros", "check_dora_magnitude", "check_pissa_factors"]

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import torch
 
-from .i18n import _
+from ..i18n import _
 from .verdict import _call, _check, _close, _is_tensor, _lora_shapes_hint
 
 __all__ = [

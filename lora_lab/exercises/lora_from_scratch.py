@@ -10,7 +10,7 @@ from collections import Counter
 import torch
 from torch import nn
 
-from .i18n import _
+from ..i18n import _
 from .verdict import _call, _check, _is_tensor, _lora_shapes_hint
 
 __all__ = ["check_lora_linear", "check_lora_param_count", "check_same_scaling_alpha"]

@@ -8,7 +8,7 @@ import warnings
 
 import torch
 
-from .i18n import _
+from ..i18n import _
 from .verdict import _call, _check, _is_shape_error
 
 __all__ = ["check_gpt2_lora_config", "check_all_linear_targets", "check_copy_adapter"]

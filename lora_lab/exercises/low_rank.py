@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from .i18n import _
+from ..i18n import _
 from .verdict import _call, _check, _is_shape_error, _is_tensor
 
 __all__ = ["check_rank_r_matrix", "check_lora_factors", "check_max_useful_rank"]

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from .i18n import _
+from ..i18n import _
 from .verdict import _call, _check, _is_tensor
 
 __all__ = ["check_unpack_codes", "check_nf_codebook", "check_bits_per_param"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .i18n import _
+from ..i18n import _
 from .verdict import _call, _check, _is_tensor
 
 __all__ = ["check_shard_bytes", "check_fsdp_parts", "check_dequantize_shard"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .i18n import _
+from ..i18n import _
 from .verdict import _call, _check, _close, _first_difference
 
 __all__ = ["check_compute_dtype", "check_weights_gib", "check_llama2_format"]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .i18n import _
+from ..i18n import _
 
 __all__ = ["Verdict"]
 

@@ -46,6 +46,7 @@ import math
 
 import torch
 
+from lora_lab import num
 from lora_lab.env import versions
 from lora_lab.exercises import check_nf4_bytes, check_qlora_forward
 from lora_lab.qlora import QLoRALinear
@@ -86,7 +87,7 @@ def nf4_bytes(n_weights: int, blocksize: int = 64, double_quant: bool = True) ->
     return codes + 4 * blocks
 
 
-print(f"Llama-2-7B's linear layers: {nf4_bytes(6_476_005_376) / 2**30:.2f} GiB in NF4 with double quantization")
+print(f"Llama-2-7B's linear layers: {num(nf4_bytes(6_476_005_376) / 2**30):.2f} GiB in NF4 with double quantization")
 check_nf4_bytes(nf4_bytes)
 
 # %%
