@@ -268,21 +268,28 @@ def _estimate(config: FinetuneConfig) -> int:
     budget = hardware.memory_gib
     fits = lambda e: ((_("fits in {gib:.2f} GiB") if e.fits(budget) else _("does NOT fit in {gib:.2f} GiB")).format(
         gib=budget) if budget else "")
-    if budget:
+    one = dataclasses.replace(config, sharding="none", num_processes=1)
+    one_plan = {**run_plan, "sharding": "none", "num_processes": 1}
+    # under FSDP, each process first loads the whole 4-bit model (transformers puts it on the process's own
+    # device), and FSDP shards it only after that: the load, not the training, can be what does not fit
+    load = estimate.quant_constants + estimate_for(one, one_plan).weights if run_plan.get("sharding") == "fsdp" else 0
+    if budget and load > budget * 2**30 and estimate.fits(budget):
+        print(_("training fits in {budget:.2f} GiB per device once sharded, but loading does NOT: each process first "
+                "holds the whole 4-bit model, {gib:.2f} GiB, before FSDP shards it (transformers loads it onto each "
+                "process's own device; a loader that shards layer by layer, as Answer.AI's script does, would be "
+                "needed)").format(budget=budget, gib=load / 2**30))
+    elif budget:
         print(fits(estimate))
     n = run_plan.get("num_processes", 1)
     if n > 1:
         gib = lambda e: f"{num(e.total / 2**30):7.2f} GiB"
-        one = dataclasses.replace(config, sharding="none", num_processes=1)
-        one_plan = {**run_plan, "sharding": "none", "num_processes": 1}
         print("\n" + _("per device, side by side:"))
         rows = [(_("one device alone"), estimate_for(one, one_plan))]
         rows += [(_("{sharding} over {n} devices").format(sharding=sharding.upper(), n=n),
                   estimate_for(config, {**run_plan, "sharding": sharding})) for sharding in ("ddp", "fsdp")]
         for label, e in rows:
             print(f"  {label:<22}{gib(e)}  {fits(e)}".rstrip())
-        if run_plan["sharding"] == "fsdp":
-            load = estimate.quant_constants + estimate_for(one, one_plan).weights
+        if load:
             print(_("at load, before FSDP shards it, each process holds the whole 4-bit model (transformers loads it "
                     "onto the process's own device): {gib:.2f} GiB").format(gib=load / 2**30)
                   + (_(", which does NOT fit in {gib:.2f} GiB").format(gib=budget)

@@ -60,19 +60,23 @@ def block_count(layer: NF4Linear) -> int:
 def check_process_count(num_processes: int, blocks: dict[str, int]) -> None:
     """ValueError unless `num_processes` divides the block count of every 4-bit layer (blocks: {name: count}).
 
-    Each process must hold an equal share of whole blocks, each with its own scale. The message names
-    the first layer that does not divide and the process counts that divide every layer (up to 64).
+    The kit's choice, for a layout a learner can follow: each process holds an equal share of whole blocks,
+    each with its own scale (PyTorch's FSDP2 itself would pad uneven shares). The message names the first
+    layer that does not divide and the process counts of 2 or more that divide every layer.
     """
     if not isinstance(num_processes, int) or isinstance(num_processes, bool) or num_processes < 1:
         raise ValueError(f"num_processes={num_processes!r} is not accepted; give an integer >= 1")
     bad = [(name, n) for name, n in blocks.items() if n % num_processes]
     if bad:
         name, n = bad[0]
-        works = [k for k in range(1, 65) if all(c % k == 0 for c in blocks.values())]
+        common = math.gcd(*blocks.values())  # a count divides every layer exactly when it divides this
+        works = [k for k in range(2, common + 1) if common % k == 0]
+        shown = ", ".join(map(str, works[:10])) + (f", … ({len(works)} counts, up to {works[-1]:,})"
+                                                     if len(works) > 10 else "")
         raise ValueError(f"num_processes={num_processes} does not divide the {n:,} quantization blocks of {name} "
-                         f"({len(bad)} of {len(blocks)} 4-bit layers): every process must hold an equal share of "
-                         f"whole 4-bit blocks; process counts that divide every 4-bit layer: "
-                         f"{', '.join(map(str, works))}")
+                         f"({len(bad)} of {len(blocks)} 4-bit layers): the kit gives every process an equal share "
+                         f"of whole 4-bit blocks (PyTorch's FSDP2 would pad uneven shares; the kit keeps the layout "
+                         f"simple to follow); process counts that divide every 4-bit layer: {shown or 'none'}")
 
 
 def shardable(model: nn.Module, quant_storage: str | torch.dtype = "uint8") -> nn.Module:

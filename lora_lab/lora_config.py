@@ -139,12 +139,32 @@ def _is_off(value) -> bool:
     return value is None or value is False or value == {} or value == []
 
 
+# what a key left out of adapter_config.json loads as (PEFT's defaults), and short names people write for keys
+_LOADED_DEFAULTS = {"r": 8, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"],
+                    "bias": "none", "use_rslora": False, "use_dora": False, "fan_in_fan_out": False}
+_SHORT_NAMES = {"alpha": "lora_alpha", "dropout": "lora_dropout", "rank": "r", "targets": "target_modules",
+                "rslora": "use_rslora", "dora": "use_dora"}
+
+
+def _near_miss(key: str) -> str | None:
+    """The known key `key` was meant to be: the same but for case or - and _, a short name ("alpha"), or a typo
+    difflib finds ("lora_alpah"); None for a key unlike any."""
+    folded = key.lower().replace("-", "_")
+    for known in PEFT_KEYS:
+        if known.lower() == folded:
+            return known
+    if folded in _SHORT_NAMES:
+        return _SHORT_NAMES[folded]
+    near = difflib.get_close_matches(folded, PEFT_KEYS, n=1, cutoff=0.75)
+    return near[0] if near else None
+
+
 def from_adapter_config(raw: dict, file: str) -> LoraConfig:
     """The LoraConfig an adapter_config.json (PEFT's or lora_lab's) describes; ValueError for what lora_lab cannot load.
 
-    A key PEFT 0.21 does not know raises ValueError when difflib finds a known key it is a near-miss of
-    (a typo such as "lora_alpah" would leave lora_alpha at its default) and warns otherwise (a file from
-    a newer PEFT). A PEFT feature lora_lab does not build (rank_pattern, modules_to_save, ...) is refused
+    A key PEFT 0.21 does not know raises ValueError when it is a near miss of a known key — the same but for
+    case ("LoRA_alpha"), a short name ("alpha") or a typo difflib finds ("lora_alpah"): as written, the known
+    key would keep its default — and warns otherwise (a file from a newer PEFT). A PEFT feature lora_lab does not build (rank_pattern, modules_to_save, ...) is refused
     unless it is off.
     """
     if not isinstance(raw, dict) or raw.get("peft_type", "LORA") != "LORA":
@@ -152,12 +172,12 @@ def from_adapter_config(raw: dict, file: str) -> LoraConfig:
                          "lora_lab loads peft_type 'LORA' only")
     unknown = [k for k in raw if k not in PEFT_KEYS]
     for key in unknown:
-        near = difflib.get_close_matches(key, PEFT_KEYS, n=1, cutoff=0.75)
-        if near:
-            raise ValueError(f"{file!r} has the key {key!r}, which no LoRA setting is called; did you mean {near[0]!r}? "
-                             f"(as written, {near[0]} would keep its default, {raw.get(near[0], 'unset')!r} in this "
-                             "file). Fix the key in the file")
-    if unknown := [k for k in unknown if not difflib.get_close_matches(k, PEFT_KEYS, n=1, cutoff=0.75)]:
+        if near := _near_miss(key):
+            value = raw[near] if near in raw else _LOADED_DEFAULTS.get(near, "PEFT's default")
+            raise ValueError(f"{file!r} has the key {key!r}, which no LoRA setting is called; did you mean {near!r}? "
+                             f"(as written, {near} would be {value!r}{'' if near in raw else ', its default'}). "
+                             "Fix the key in the file")
+    if unknown:  # none of them a near miss of a known key
         warnings.warn(f"{file!r}: ignoring {unknown}, keys PEFT 0.21 does not know (a file from a newer PEFT?); "
                       "check that they do not change what the adapter computes", stacklevel=4)
     for key in UNSUPPORTED:

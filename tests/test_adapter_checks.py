@@ -68,13 +68,25 @@ def test_a_misspelt_key_names_the_closest_one_where_peft_warns_and_uses_the_defa
     file.write_text(json.dumps(raw))
     model = tiny()
     with pytest.raises(ValueError, match="has the key 'lora_alpah', which no LoRA setting is called; did you mean "
-                                         "'lora_alpha'\\? \\(as written, lora_alpha would keep its default, 'unset'"):
+                                         "'lora_alpha'\\? \\(as written, lora_alpha would be 8, its default\\)"):
         load_adapter(model, tmp_path)
     assert not lora_layers(model)
     with pytest.warns(UserWarning, match=r"Unexpected keyword arguments \['lora_alpah'\] for class LoraConfig, these "
                                          "are ignored"):
         theirs = peft.PeftModel.from_pretrained(tiny(), tmp_path)
     assert theirs.peft_config["default"].lora_alpha == 8  # PEFT's default, not the 32 the file meant
+
+
+@pytest.mark.parametrize("key", ["LoRA_alpha", "alpha", "Lora-Alpha"])
+def test_a_key_written_in_another_case_or_short_is_refused_too(tmp_path, key):
+    save_adapter(trained(tiny()), tmp_path)
+    file = tmp_path / "adapter_config.json"
+    raw = json.loads(file.read_text())
+    raw[key] = raw.pop("lora_alpha") * 4
+    file.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=f"has the key '{key}', which no LoRA setting is called; did you mean "
+                                         "'lora_alpha'"):
+        load_adapter(tiny(), tmp_path)
 
 
 def test_an_unknown_key_that_is_no_typo_warns_and_loads(tmp_path):
