@@ -361,7 +361,10 @@ def read_settings_file(path: str | os.PathLike) -> dict:
     suffix = path.suffix.lower()
     if suffix not in (".json", ".yaml", ".yml"):
         raise ConfigError(f"{path}: a settings file is JSON (.json) or YAML (.yaml, .yml)")
-    data = path.read_bytes()  # FileNotFoundError names the path
+    if not path.is_file():
+        here = "" if path.is_absolute() else f" (looked from {Path.cwd()})"
+        raise ConfigError(f"--config {str(path)!r}: no such settings file{here}")
+    data = path.read_bytes()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -153,6 +153,12 @@ def test_a_settings_file_that_is_not_utf8_names_its_line_and_column(tmp_path, ca
     assert "not UTF-8 text: line 2, column 25" in capsys.readouterr().err
 
 
+def test_a_missing_settings_file_names_the_flag(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["finetune", "--config", "nofile.yaml", "--print-config"]) == 2
+    assert f"--config 'nofile.yaml': no such settings file (looked from {tmp_path})" in capsys.readouterr().err
+
+
 def test_a_mistyped_local_path_is_not_reported_as_a_hub_failure(tmp_path, capsys, nothing_loads, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["finetune", "--dataset", "data/mine.jsonl", "--out", "run"]) == 2
