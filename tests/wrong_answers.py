@@ -732,7 +732,7 @@ CATALOGUE = {
          lambda bits: torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.03, 0.97, 2**bits)), WRONG,
          "exact 0.0"),
         ("zero from both sides", nf_codebook_two_zeros, WRONG, "with 0.0 twice"),
-        ("zero from both sides, 2**bits values", nf_codebook_zero_twice, WRONG, "codes repeat a value and are wasted"),
+        ("zero from both sides, 2**bits values", nf_codebook_zero_twice, WRONG, "a code wasted on a repeat"),
         ("the table in float16", lambda bits: nf_codebook(bits).half(), WRONG, "a 16-bit float keeps only about"),
         ("the table in bfloat16", lambda bits: nf_codebook(bits).bfloat16(), WRONG, "a 16-bit float keeps only about"),
         ("not divided by the largest", lambda bits: nf_codebook(bits) * 1.7, WRONG, "into [-1, 1]"),

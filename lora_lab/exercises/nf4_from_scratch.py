@@ -95,11 +95,10 @@ def check_nf_codebook(fn) -> str:
                                    "quantiles end at probability 0.5, which is 0, so keep one zero for both sides."
                                    ).format(bits=bits, size=size, count=got.numel()))
         if got.numel() == size and int((got == 0).sum()) >= 2:
-            raise AssertionError(_("{bits} bits: your {size} values hold 0.0 {zeros} times, so {wasted} of the {size} "
-                                   "codes repeat a value and are wasted. Each side's quantiles end at probability 0.5, "
-                                   "which is 0: keep one zero for both sides, {half} positive values and {less} "
-                                   "negative ones.").format(bits=bits, size=size, zeros=int((got == 0).sum()),
-                                                            wasted=int((got == 0).sum()) - 1, half=half, less=half - 1))
+            raise AssertionError(_("{bits} bits: 0.0 appears {zeros} times among your {size} values, a code wasted on "
+                                   "a repeat for each extra zero. Each side's quantiles end at probability 0.5, which "
+                                   "is 0: keep one zero for both sides, {half} positive values and {less} negative ones."
+                                   ).format(bits=bits, size=size, zeros=int((got == 0).sum()), half=half, less=half - 1))
         assert got.numel() == size, _("{bits} bits give {size} values, you returned {count}.").format(
             bits=bits, size=size, count=got.numel())
         assert torch.all(got[1:] > got[:-1]), _("normal_float_codebook({bits}) should be sorted, smallest first."
