@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from lora_lab import exercises as ex
+from lora_lab.lora import lora_layers
 from lora_lab.nf4 import quantize_nf4
 from lora_lab.qlora import QLoRALinear
 
@@ -169,6 +170,32 @@ class NoDropout(LoRA):
         return self.lora_B(self.lora_A(x)) * self.scaling
 
 
+class DropoutFixedP(LoRA):  # p written into the layer, PEFT's usual 0.1, instead of lora_dropout
+    def __init__(self, base_layer, r, lora_alpha, lora_dropout=0.0):
+        super().__init__(base_layer, r, lora_alpha, lora_dropout)
+        self.lora_dropout = nn.Dropout(0.1)
+
+
+class DropoutDefaultP(LoRA):  # nn.Dropout() with its default p = 0.5
+    def __init__(self, base_layer, r, lora_alpha, lora_dropout=0.0):
+        super().__init__(base_layer, r, lora_alpha, lora_dropout)
+        self.lora_dropout = nn.Dropout()
+
+
+class WithBias(LoRA):  # nn.Linear's default bias=True
+    def __init__(self, base_layer, r, lora_alpha, lora_dropout=0.0):
+        super().__init__(base_layer, r, lora_alpha, lora_dropout)
+        self.lora_A = nn.Linear(base_layer.in_features, r)
+        self.lora_B = nn.Linear(r, base_layer.out_features)
+        nn.init.zeros_(self.lora_B.weight)
+
+
+class DoubleFactors(LoRA):  # A and B in float64 beside a float32 base
+    def __init__(self, base_layer, r, lora_alpha, lora_dropout=0.0):
+        super().__init__(base_layer, r, lora_alpha, lora_dropout)
+        self.lora_A.double(), self.lora_B.double()
+
+
 class DropoutInEval(LoRA):
     def lora_path(self, x):
         return self.lora_B(self.lora_A(nn.functional.dropout(x, self.lora_dropout.p, True))) * self.scaling
@@ -289,6 +316,24 @@ def copy_with_wrong_prefix(peft_model, our_model):
                 p.copy_(theirs["base_model." + n])
 
 
+def copy_only(letter):
+    def copy(peft_model, our_model):
+        theirs = dict(peft_model.named_parameters())
+        with torch.no_grad():
+            for n, p in our_model.named_parameters():
+                if f"lora_{letter}" in n:
+                    p.copy_(theirs[peft_key(n)])
+    return copy
+
+
+def copy_b_times_scaling(peft_model, our_model):  # the scaling put into the weights
+    theirs = dict(peft_model.named_parameters())
+    with torch.no_grad():
+        for name, layer in lora_layers(our_model):
+            layer.lora_A.weight.copy_(theirs[peft_key(f"{name}.lora_A.weight")])
+            layer.lora_B.weight.copy_(theirs[peft_key(f"{name}.lora_B.weight")] * layer.scaling)
+
+
 def copy_into_peft(peft_model, our_model):
     ours = dict(our_model.named_parameters())
     with torch.no_grad():
@@ -322,6 +367,15 @@ def nf_codebook_two_zeros(bits):
     normal = torch.distributions.Normal(0.0, 1.0)
     half, offset = 2 ** (bits - 1), 1 - 0.5 * (1 / (2 * (2**bits - 1)) + 1 / (2 * 2**bits))
     pos = normal.icdf(torch.linspace(offset, 0.5, half + 1))
+    neg = -normal.icdf(torch.linspace(offset, 0.5, half))
+    v = torch.cat([neg, pos]).sort().values
+    return v / v.max()
+
+
+def nf_codebook_zero_twice(bits):  # half + half values, each side ending at 0: 2**bits values, zero twice
+    normal = torch.distributions.Normal(0.0, 1.0)
+    half, offset = 2 ** (bits - 1), 1 - 0.5 * (1 / (2 * (2**bits - 1)) + 1 / (2 * 2**bits))
+    pos = normal.icdf(torch.linspace(offset, 0.5, half))
     neg = -normal.icdf(torch.linspace(offset, 0.5, half))
     v = torch.cat([neg, pos]).sort().values
     return v / v.max()
@@ -551,6 +605,10 @@ CATALOGUE = {
         ("a hand-written mask without 1 / (1 − p)", DropoutUnscaled, WRONG, "does not scale the kept ones"),
         ("dropout on the base path too", DropsTheBaseToo, WRONG, "on the LoRA path's input only"),
         ("lora_dropout ignored", NoDropout, WRONG, "changed nothing in train mode"),
+        ("dropout on the input with p = 0.1 written in", DropoutFixedP, WRONG, "Build it from the argument"),
+        ("nn.Dropout() with its default p", DropoutDefaultP, WRONG, "Build it from the argument"),
+        ("A and B as nn.Linear with their default bias", WithBias, WRONG, "nn.Linear adds one unless bias=False"),
+        ("A and B in float64", DoubleFactors, WRONG, "build A and B in the base layer's dtype"),
         ("dropout on in eval mode", DropoutInEval, WRONG, "in eval mode dropout must be off"),
         ("merge() without the merged flag", MergesTwice, WRONG, "counted twice"),
         ("unmerge() that only clears the flag", UnmergeForgets, WRONG, "restore the original weight"),
@@ -583,6 +641,13 @@ CATALOGUE = {
         ("lora_alpha kept", lambda a, r, n, use_rslora=False: a, WRONG, "changes the scaling"),
         ("the ratio upside down", lambda a, r, n, use_rslora=False: a * r / n, WRONG, "instead of staying"),
         ("use_rslora ignored", lambda a, r, n, use_rslora=False: a * n / r, WRONG, "moves with √r"),
+        ("integer division, a * new_r // r", lambda a, r, n, use_rslora=False: a * n // r, WRONG, "a rounded number"),
+        ("rounded to a whole number",
+         lambda a, r, n, use_rslora=False: round(a * (math.sqrt(n / r) if use_rslora else n / r)), WRONG,
+         "a rounded number"),
+        ("int() of the rsLoRA case only",
+         lambda a, r, n, use_rslora=False: int(a * math.sqrt(n / r)) if use_rslora else a * n / r, WRONG,
+         "integer division (//), int() or round()"),
     ],
     ex.check_gpt2_lora_config: [
         ("the fused projection, as a list", gpt2_config(), RIGHT, None),
@@ -602,6 +667,18 @@ CATALOGUE = {
         ("no task type", gpt2_config(task_type=None), WRONG, "not as a causal language model"),
         ("fan_in_fan_out left out", gpt2_config(fan_in_fan_out=False), WRONG, "stores its weight as (in, out)"),
         ("B not zero at init", gpt2_config(init_lora_weights=False), WRONG, "at init the output changed"),
+        ("the LM head saved too (modules_to_save)", gpt2_config(modules_to_save=["lm_head"]), WRONG,
+         "also trains a whole copy of those modules"),
+        ("rsLoRA's scaling", gpt2_config(use_rslora=True), WRONG, "rsLoRA changes the scaling"),
+        ("DoRA", gpt2_config(use_dora=True), WRONG, "that is DoRA"),
+        ("the adapted layers' biases trained", gpt2_config(bias="lora_only"), WRONG, "which LoRA keeps frozen"),
+        ("every bias trained", gpt2_config(bias="all"), WRONG, "which LoRA keeps frozen"),
+        ("the first block only", gpt2_config(layers_to_transform=[0]), WRONG,
+         "The exercise adapts the attention of every block"),
+        ("another rank for one block", gpt2_config(rank_pattern={"h.0.attn.c_attn": 4}), WRONG,
+         "rank_pattern gives some layers a rank of their own"),
+        ("another α for one block", gpt2_config(alpha_pattern={"h.0.attn.c_attn": 8}), WRONG,
+         "alpha_pattern gives some layers an α of their own"),
         ("a dict of settings", lambda: dict(r=8, lora_alpha=32), WRONG, "return a peft.LoraConfig"),
     ],
     ex.check_all_linear_targets: [
@@ -625,6 +702,9 @@ CATALOGUE = {
         ("by name, prefix and adapter name added", copy_adapter, RIGHT, None),
         ("through the state dicts", copy_adapter_state_dict, RIGHT, None),
         ("the adapter name left out", copy_without_adapter_name, WRONG, "LoRA layers were not filled"),
+        ("only the A matrices copied", copy_only("A"), WRONG, "kept a zero lora_B"),
+        ("only the B matrices copied", copy_only("B"), WRONG, "kept our own random lora_A"),
+        ("B copied times the scaling", copy_b_times_scaling, WRONG, "is not stored in the weights"),
         ("A copied into B", copy_a_into_b, WRONG, "an A went into a B"),
         ("a prefix that is not PEFT's", copy_with_wrong_prefix, WRONG, "parameter names carry a prefix"),
         ("copied the other way, into PEFT", copy_into_peft, WRONG, "the PEFT model was modified"),
@@ -639,6 +719,9 @@ CATALOGUE = {
         ("the padding code kept", lambda p, n: torch.stack([p >> 4, p & 0xF], 1).flatten(), WRONG,
          "drop the padding code"),
         ("all zeros", lambda p, n: torch.zeros(n, dtype=torch.uint8), WRONG, "codes came back wrong"),
+        ("the right codes as floats", lambda p, n: unpack_codes(p, n).float(), WRONG, "a float cannot index a tensor"),
+        ("the right codes as int64", lambda p, n: unpack_codes(p, n).long(), WRONG,
+         "bytes for each 4-bit code where uint8 takes one"),
     ],
     ex.check_nf_codebook: [
         ("quantiles, zero, normalised (float64)", nf_codebook, RIGHT, None),
@@ -649,6 +732,9 @@ CATALOGUE = {
          lambda bits: torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.03, 0.97, 2**bits)), WRONG,
          "exact 0.0"),
         ("zero from both sides", nf_codebook_two_zeros, WRONG, "with 0.0 twice"),
+        ("zero from both sides, 2**bits values", nf_codebook_zero_twice, WRONG, "a code wasted on a repeat"),
+        ("the table in float16", lambda bits: nf_codebook(bits).half(), WRONG, "a 16-bit float keeps only about"),
+        ("the table in bfloat16", lambda bits: nf_codebook(bits).bfloat16(), WRONG, "a 16-bit float keeps only about"),
         ("not divided by the largest", lambda bits: nf_codebook(bits) * 1.7, WRONG, "into [-1, 1]"),
         ("another offset", nf_codebook_offset, WRONG, "Check the offset"),
     ],
@@ -658,6 +744,10 @@ CATALOGUE = {
         ("the 256-block scale left out", lambda bs, dq: 4 + (8 if dq else 32) / bs, WRONG, "one per 256 blocks"),
         ("double_quant ignored", lambda bs, dq: 4 + 32 / bs, WRONG, "an 8-bit code, not 32-bit"),
         ("the code alone", lambda bs, dq: 4, WRONG, "not what the quantizer stores"),
+        ("bytes instead of bits", lambda bs, dq: (4 + (8 / bs + 32 / (256 * bs) if dq else 32 / bs)) / 8, WRONG,
+         "the exercise asks bits, 8 per byte"),
+        ("the constants counted in bytes", lambda bs, dq: 4 + (1 / bs + 4 / (256 * bs) if dq else 4 / bs), WRONG,
+         "but the block constants in bytes"),
     ],
     ex.check_qlora_forward: [
         ("from the parts", qlora_forward, RIGHT, None),
@@ -678,6 +768,18 @@ CATALOGUE = {
         ("the scaling on the base too",
          lambda layer, x: (layer.base_layer(x) + layer.lora_B(layer.lora_A(x))) * layer.scaling, WRONG,
          "by the scaling too"),
+        ("the scaling divided", lambda layer, x: layer.base_layer(x) + layer.lora_B(layer.lora_A(x)) / layer.scaling,
+         WRONG, "you divided the LoRA path by the scaling"),
+        ("r / α for the scaling", lambda layer, x: layer.base_layer(x) + layer.lora_B(layer.lora_A(x)) * layer.r
+         / layer.lora_alpha, WRONG, "you divided the LoRA path by the scaling"),
+        ("the scaling squared",
+         lambda layer, x: layer.base_layer(x) + layer.lora_B(layer.lora_A(x) * layer.scaling) * layer.scaling, WRONG,
+         "the LoRA path is scaled twice"),
+        ("the bias added twice", lambda layer, x: qlora_forward(layer, x) + layer.base_layer.bias, WRONG,
+         "the bias is added twice"),
+        ("base_layer(x) plus the bias", lambda layer, x: layer.base_layer(x) + layer.base_layer.bias
+         + layer.lora_B(layer.lora_A(x)) * layer.scaling, WRONG, "the bias is added twice"),
+        ("in float16", lambda layer, x: qlora_forward(layer, x).half(), WRONG, "a 16-bit float keeps only about"),
         ("the class passed instead of the function", QLoRALinear, WRONG, "not the class"),
     ],
     ex.check_nf4_bytes: [
@@ -691,6 +793,8 @@ CATALOGUE = {
         ("the offset left out", lambda n, bs=64, dq=True: nf4_bytes(n, bs, dq) - 4 * dq, WRONG,
          "offset is missing"),
         ("rounded down", nf4_bytes_floor, WRONG, "rounding up of partial bytes"),
+        ("the right bytes as a float", lambda n, bs=64, dq=True: float(nf4_bytes(n, bs, dq)), WRONG,
+         "Bytes are whole numbers"),
     ],
     ex.check_pad_token: [
         ("its own pad, else unk", pad_token_for, RIGHT, None),
@@ -703,6 +807,8 @@ CATALOGUE = {
     ex.check_sampling_probs: [
         ("scale, cut, softmax", sampling_probs, RIGHT, None),
         ("cut, then scale", sampling_probs_top_k_first, RIGHT, None),
+        ("in float64", lambda logits, t, k: sampling_probs(logits.double(), t, k), RIGHT, None),
+        ("in float16", lambda logits, t, k: sampling_probs(logits, t, k).half(), WRONG, "a 16-bit float keeps only about"),
         ("multiplied by T", lambda logits, t, k: sampling_probs(logits, 1 / t, k), WRONG, "don't multiply"),
         ("cut without renormalising",
          lambda logits, t, k: torch.softmax(logits / t, -1) * (
@@ -724,10 +830,12 @@ CATALOGUE = {
          "each moment in 1 byte"),
         ("SGD with a momentum buffer", lambda n, o: n * {"adamw": 16, "adamw_8bit": 10, "sgd": 12}[o], WRONG,
          "plain SGD keeps no state"),
+        ("the right bytes as a float", lambda n, o: n * sum(BYTES[o]) / 1, WRONG, "Bytes are whole numbers"),
     ],
     ex.check_pool_groups: [
         ("unflatten, then mean", pool_groups, RIGHT, None),
         ("avg_pool1d", pool_groups_avg_pool, RIGHT, None),
+        ("in bfloat16", lambda x, gs: pool_groups(x, gs).bfloat16(), WRONG, "a 16-bit float keeps only about"),
         ("the notebook's G · mean", lambda x, gs: pool_groups(x, gs) * (x.shape[-1] // gs), WRONG,
          "that is G × the mean"),
         ("the sum", lambda x, gs: pool_groups(x, gs) * gs, WRONG, "the sum of each group"),
@@ -739,14 +847,18 @@ CATALOGUE = {
     ex.check_fold_into_zeros: [
         ("zeros − ΔW / scales", lambda s, z, d: (s, z - d / s), RIGHT, None),
         ("with a copy of the scales", lambda s, z, d: (s.clone(), z - d / s), RIGHT, None),
+        ("the zeros in float16", lambda s, z, d: (s, (z - d / s).half()), WRONG, "a 16-bit float keeps only about"),
         ("the sign flipped", lambda s, z, d: (s, z + d / s), WRONG, "wrong sign"),
         ("ΔW in weight units", lambda s, z, d: (s, z - d), WRONG, "zero points count in code steps"),
         ("the scales changed", lambda s, z, d: (s + d, z), WRONG, "you changed the scales"),
+        ("(zeros, scales): the pair in the other order", lambda s, z, d: (z - d / s, s), WRONG,
+         "your pair comes back in the other order"),
     ],
     ex.check_dora_magnitude: [
         ("row norms", lambda w, a, b, s: torch.linalg.norm(w + s * b @ a, dim=1), RIGHT, None),
         ("by hand, kept as a column", lambda w, a, b, s: (w + s * b @ a).pow(2).sum(1, keepdim=True).sqrt(), RIGHT,
          None),
+        ("in float16", lambda w, a, b, s: torch.linalg.norm(w + s * b @ a, dim=1).half(), WRONG, "a 16-bit float keeps only about"),
         ("column norms", lambda w, a, b, s: torch.linalg.norm(w + s * b @ a, dim=0), WRONG, "one per INPUT column"),
         ("‖W0‖ alone", lambda w, a, b, s: torch.linalg.norm(w, dim=1), WRONG, "that is ‖W0‖ alone"),
         ("no scaling", lambda w, a, b, s: torch.linalg.norm(w + b @ a, dim=1), WRONG, "multiply B·A by the scaling"),
@@ -756,6 +868,7 @@ CATALOGUE = {
     ex.check_pissa_factors: [
         ("√(S/s) on each side", pissa_factors, RIGHT, None),
         ("singular vectors of the other sign", pissa_factors_flipped, RIGHT, None),
+        ("in float16", lambda w, r, s: tuple(t.half() for t in pissa_factors(w, r, s)), WRONG, "a 16-bit float keeps only about"),
         ("(B, A, res) order", lambda w, r, s: (pissa_factors(w, r, s)[1], pissa_factors(w, r, s)[0],
                                                pissa_factors(w, r, s)[2]), WRONG, "swapped"),
         ("the residual left as W0", lambda w, r, s: (*pissa_factors(w, r, s)[:2], w), WRONG, "W0 itself"),
@@ -769,7 +882,11 @@ CATALOGUE = {
         ("the bytes split evenly", lambda s, e, w, r: torch.Size(s).numel() * e // w, WRONG,
          "you split the bytes evenly"),
         ("rows // N", lambda s, e, w, r: s[0] // w * e * torch.Size(s[1:]).numel(), WRONG, "rounded down"),
-        ("a float", lambda s, e, w, r: torch.Size(s).numel() * e / w, WRONG, "a whole number of bytes"),
+        ("a float", lambda s, e, w, r: torch.Size(s).numel() * e / w, WRONG, "Bytes are whole numbers"),
+        ("without max(0, …): negative bytes past the last row",
+         lambda s, e, w, r: min(-(-s[0] // w), s[0] - r * -(-s[0] // w)) * e * torch.Size(s[1:]).numel(), WRONG,
+         "a share never goes below 0"),
+        ("a tensor", lambda s, e, w, r: torch.tensor(shard_bytes(s, e, w, r)), WRONG, "a whole number of bytes"),
         ("every rank the first one's share", lambda s, e, w, r: -(-s[0] // w) * e * torch.Size(s[1:]).numel(), WRONG,
          "which is not process"),
         ("the whole parameter on every process", lambda s, e, w, r: torch.Size(s).numel() * e, WRONG,
@@ -777,7 +894,11 @@ CATALOGUE = {
     ],
     ex.check_fsdp_parts: [
         ("all but the scales and the activations divided", fsdp_parts, RIGHT, None),
+        ("ceiling division", lambda p, n: {k: v if k in ("quant_constants", "activations") else -(-v // n)
+                                           for k, v in p.items()}, RIGHT, None),
         ("DDP: nothing divided", lambda p, n: dict(p), WRONG, "that is data parallelism (DDP)"),
+        ("divided with /, floats", lambda p, n: {k: v if k in ("quant_constants", "activations") else v / n
+                                                 for k, v in p.items()}, WRONG, "Bytes are whole numbers"),
         ("everything divided", lambda p, n: {k: v // n for k, v in p.items()}, WRONG, "QuantState beside the weight"),
         ("activations divided too", lambda p, n: {k: v if k == "quant_constants" else v // n for k, v in p.items()},
          WRONG, "activations are not divided"),
@@ -791,5 +912,8 @@ CATALOGUE = {
         ("the nibbles swapped", dequantize_shard_nibbles_swapped, WRONG, "swapped"),
         ("the nibbles concatenated", dequantize_shard_nibbles_concatenated, WRONG, "differ from the same blocks"),
         ("one block only", lambda c, a: dequantize_shard(c, a)[:1], WRONG, "dequantizes to"),
+        ("in float16", lambda c, a: dequantize_shard(c, a).half(), WRONG, "a 16-bit float keeps only about"),
+        ("in bfloat16", lambda c, a: dequantize_shard(c, a).bfloat16(), WRONG, "a 16-bit float keeps only about"),
+        ("in float64", lambda c, a: dequantize_shard(c, a).double(), WRONG, "the exercise asks float32"),
     ],
 }

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..i18n import _
-from .verdict import _call, _check, _is_tensor, _lora_shapes_hint
+from .verdict import _call, _check, _float_result, _is_tensor, _lora_shapes_hint
 
 __all__ = ["check_pool_groups", "check_fold_into_zeros", "check_dora_magnitude", "check_pissa_factors"]
 
@@ -42,6 +42,7 @@ def check_pool_groups(fn) -> str:
         want = pool_groups(x, gs)
         got = _call(fn, x.clone(), gs)
         _is_tensor(got, f"pool_groups(x {tuple(shape)}, {gs})")
+        got = _float_result(got, f"pool_groups(x {tuple(shape)}, {gs})")
         if got.shape != want.shape and got.shape == (*shape[:-1], gs):
             raise AssertionError(_("for in_features={fin} and group_size={gs} you returned {gs} values per row: that "
                                    "is one per position inside a group. QA-LoRA keeps one per group, in_features / "
@@ -90,9 +91,13 @@ def check_fold_into_zeros(fn) -> str:
         assert isinstance(out, (tuple, list)) and len(out) == 2, _("return the pair (new_scales, new_zeros).")
         new_scales, new_zeros = out
         _is_tensor(new_scales, "new_scales"), _is_tensor(new_zeros, "new_zeros")
+        new_scales, new_zeros = _float_result(new_scales, "new_scales"), _float_result(new_zeros, "new_zeros")
         assert new_scales.shape == scales.shape and new_zeros.shape == zeros.shape, _(
             "scales and zeros are (out, G) = {shape}; got {got_scales} and {got_zeros}.").format(
             shape=tuple(scales.shape), got_scales=tuple(new_scales.shape), got_zeros=tuple(new_zeros.shape))
+        if torch.allclose(new_zeros, scales) and not torch.allclose(new_scales, scales):
+            raise AssertionError(_("your pair comes back in the other order: its second tensor holds the scales you "
+                                   "were given. Return (new_scales, new_zeros), scales first, as the arguments come."))
         if not torch.allclose(new_scales, scales):
             raise AssertionError(_("you changed the scales. A scale multiplies (q − zero), so changing it moves each "
                                    "weight in proportion to its code q — not by the same ΔW across the group. A shift "
@@ -131,6 +136,7 @@ def check_dora_magnitude(fn) -> str:
             want = dora.weight_norm()  # (out,) the kit's DoRA, as PEFT computes it
         got = _call(fn, w.clone(), a.clone(), b.clone(), scaling, explain=_lora_shapes_hint(r, in_f, out_f, weight=True))
         _is_tensor(got, _("dora_magnitude's result"))
+        got = _float_result(got, _("dora_magnitude's result"))
         got = got.reshape(-1) if got.numel() == want.numel() else got
         if got.shape == (in_f,) and in_f != out_f:
             raise AssertionError(_("you returned {fin} norms, one per INPUT column; DoRA (and PEFT) keeps one length "
@@ -174,6 +180,7 @@ def check_pissa_factors(fn) -> str:
         a, b, res = out
         for t, name in ((a, "lora_A"), (b, "lora_B"), (res, "residual")):
             _is_tensor(t, name)
+        a, b, res = (_float_result(t, name) for t, name in ((a, "lora_A"), (b, "lora_B"), (res, "residual")))
         if tuple(a.shape) == (out_f, r) and tuple(b.shape) == (r, in_f):
             raise AssertionError(_("lora_A and lora_B are swapped: A is (r, in_features), B is (out_features, r)."))
         assert tuple(a.shape) == (r, in_f), _("lora_A should be (r, in) = ({r}, {fin}), got {shape}.").format(

@@ -13,7 +13,15 @@ from types import SimpleNamespace
 import torch
 
 from ..i18n import _
-from .verdict import _call, _check, _close, _is_tensor, _lora_shapes_hint
+from .verdict import (
+    _call,
+    _check,
+    _close,
+    _float_result,
+    _is_tensor,
+    _lora_shapes_hint,
+    _whole_bytes,
+)
 
 __all__ = [
     # 05 QLoRA from scratch
@@ -65,6 +73,7 @@ def check_qlora_forward(fn) -> str:
             want = layer(x)  # the kit's own forward is the reference
             got = _call(fn, layer, x, explain=_forward_hint(layer, x))
             _is_tensor(got, _("qlora_forward's result"))
+            got = _float_result(got, _("qlora_forward's result"))
             assert got.shape == want.shape, _("the output should have shape {want}, got {got}.").format(
                 want=tuple(want.shape), got=tuple(got.shape))
             w = layer.base_layer.dequantize()
@@ -80,6 +89,18 @@ def check_qlora_forward(fn) -> str:
             if torch.allclose(got, (base_only + delta) * layer.scaling, atol=1e-5):
                 raise AssertionError(_("you multiplied the base layer's output by the scaling too: α/r weighs the "
                                        "LoRA path only, (α/r)·B·A·x; the frozen base computes as it always did."))
+            if torch.allclose(got, base_only + delta / layer.scaling, atol=1e-5):
+                raise AssertionError(_("you divided the LoRA path by the scaling (or multiplied by r/α): the scaling "
+                                       "α/r = {scaling:g} is a factor, (α/r)·B·A·x; multiply by layer.scaling as it is."
+                                       ).format(scaling=layer.scaling))
+            if torch.allclose(got, base_only + delta * layer.scaling**2, atol=1e-5):
+                raise AssertionError(_("the LoRA path is scaled twice, by (α/r)² = {twice:g}: apply layer.scaling once, "
+                                       "after lora_B (or fold it into one of the matrices, never into both)."
+                                       ).format(twice=layer.scaling**2))
+            if torch.allclose(got, want + layer.base_layer.bias, atol=1e-5):
+                raise AssertionError(_("the bias is added twice: layer.base_layer(x) already includes it. Add "
+                                       "layer.base_layer.bias only when you compute the base from its weight, "
+                                       "x @ dequantize().T."))
             assert torch.allclose(got, want, atol=1e-5), _(
                 "the output differs from layer(x): dequantize the base weight (layer.base_layer.dequantize(), shape "
                 "(out, in)) and mind which side of the matmul each weight goes; then add the bias and the scaled "
@@ -123,6 +144,7 @@ def check_nf4_bytes(fn) -> str:
             "code plus one fp32 scale per 256 blocks and one fp32 offset. Mind the rounding up of partial bytes and "
             "blocks.").format(n=n, blocksize=blocksize, dq=dq, got=got, more=_("more than") if got > want else
                               _("less than"))
+        _whole_bytes(got, f"nf4_bytes({n}, {blocksize}, {dq})")
     from .nf4_from_scratch import _stored_bits
 
     plain, dq = _stored_bits(64, False), _stored_bits(64, True)
@@ -189,6 +211,7 @@ def check_sampling_probs(fn) -> str:
         want = warped(logits, t, k)
         got = _call(fn, logits.clone(), t, k)
         _is_tensor(got, _("sampling_probs' result"))
+        got = _float_result(got, _("sampling_probs' result"))
         assert got.shape == logits.shape, _("return one probability per token, shape {want}; got {got}.").format(
             want=tuple(logits.shape), got=tuple(got.shape))
         if torch.allclose(got, want, atol=1e-5):
@@ -262,6 +285,7 @@ def check_training_bytes(fn) -> str:
             "training_bytes({n:,}, {optim!r}) = {got:,}, {each:.4g} bytes per trainable parameter: not what "
             "training with {optim!r} keeps. Add up the fp32 weight, its gradient, and the optimizer's state per "
             "weight.").format(n=n, optim=optim, got=got, each=got / n)
+        _whole_bytes(got, f"training_bytes({n}, {optim!r})")
     adamw = _bytes_per_trainable("adamw")
     return _("{each:g} bytes per trainable parameter with AdamW: the 7B recipe's {n:,} LoRA weights take {gib:.2f} GiB, "
              "on top of the 4-bit base.").format(each=adamw, n=recipe, gib=adamw * recipe / 2**30)

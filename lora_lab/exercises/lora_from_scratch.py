@@ -30,6 +30,18 @@ def _lora_parts(layer, r: int, fin: int, fout: int) -> tuple[torch.Tensor, torch
                                          ).format(r=r, fin=fin, shape=tuple(a.shape))
     assert tuple(b.shape) == (fout, r), _("lora_B.weight should be (out_features, r) = ({fout}, {r}), got {shape}."
                                           ).format(fout=fout, r=r, shape=tuple(b.shape))
+    for attr in ("lora_A", "lora_B"):
+        if isinstance(getattr(getattr(layer, attr), "bias", None), torch.Tensor):
+            raise AssertionError(_("{attr} has a bias (nn.Linear adds one unless bias=False). LoRA's update is a product "
+                                   "of two matrices with no bias, ΔW·x = B·A·x, and PEFT builds lora_A and lora_B with "
+                                   "bias=False: a bias in lora_B shifts the output even while B = 0, one in lora_A adds "
+                                   "B·bias to the update once B trains.").format(attr=attr))
+    base = getattr(layer.base_layer, "weight", None)
+    for t, attr in ((a, "lora_A.weight"), (b, "lora_B.weight")):
+        if isinstance(base, torch.Tensor) and t.dtype != base.dtype:
+            raise AssertionError(_("{attr} is {dtype} while the base layer's weight is {base}: build A and B in the base "
+                                   "layer's dtype, or the forward multiplies tensors of two dtypes.").format(
+                attr=attr, dtype=t.dtype, base=base.dtype))
     return a, b
 
 
@@ -62,12 +74,21 @@ def _check_dropout_place(delta: torch.Tensor, clean: torch.Tensor, p: float) -> 
     norms = (clean * clean).sum(-1)  # (tokens,)
     k = (delta * clean).sum(-1) / norms  # each token's update as a multiple of the clean one
     whole = torch.allclose(delta, k[:, None] * clean, atol=1e-5)
-    if whole and bool(((k - 0).abs() < 1e-4).logical_or((k - keep).abs() < 1e-4).all()):
-        return
-    if whole and bool(((k - 0).abs() < 1e-4).logical_or((k - 1).abs() < 1e-4).all()):
-        raise AssertionError(_("your dropout zeroes inputs but does not scale the kept ones by 1 / (1 − p): the "
-                               "update is then smaller in training than in eval. nn.Dropout does the scaling for "
-                               "you."))
+    kept = k[k.abs() >= 1e-4]  # the tokens whose feature was kept, each scaled by the same factor if dropout is right
+    if whole and len(kept) and bool(((kept - kept.mean()).abs() < 1e-4).all()):
+        factor = float(kept.mean())
+        if math.isclose(factor, keep, rel_tol=1e-4):
+            return
+        if math.isclose(factor, 1.0, rel_tol=1e-4):
+            raise AssertionError(_("your dropout zeroes inputs but does not scale the kept ones by 1 / (1 − p): the "
+                                   "update is then smaller in training than in eval. nn.Dropout does the scaling for "
+                                   "you."))
+        if factor > 1:
+            raise AssertionError(_("your dropout drops the LoRA path's input, the right place, but with p = {q:.2g} "
+                                   "where the layer was built with lora_dropout={p!r}: it scales the kept inputs by "
+                                   "{factor:.3g} = 1 / (1 − {q:.2g}). Build it from the argument, "
+                                   "nn.Dropout(lora_dropout), not from a fixed p or nn.Dropout's default.").format(
+                q=1 - 1 / factor, p=p, factor=factor))
     ratio = torch.where(clean.abs() > 1e-6, delta / clean, torch.zeros_like(delta))
     entrywise = bool((((ratio - 0).abs() < 1e-3) | ((ratio - keep).abs() < 1e-3) | (clean.abs() <= 1e-6)).all())
     if entrywise:
@@ -128,8 +149,9 @@ def check_lora_linear(cls) -> str:
     assert a.grad is not None and b.grad is not None, _("no gradient reached lora_A or lora_B.")
     assert base.weight.grad is None, _("the base weight got a gradient: it must stay frozen.")
 
-    # dropout acts on the LoRA path's input only
-    p = 0.5
+    # dropout acts on the LoRA path's input only; p is neither nn.Dropout's default (0.5) nor PEFT's usual 0.1,
+    # so a p written into the layer instead of taken from lora_dropout shows
+    p = 0.25
     torch.manual_seed(1)
     drop = _call(cls, nn.Linear(fin, fout), r, alpha, lora_dropout=p)
     da, db = _lora_parts(drop, r, fin, fout)
@@ -143,7 +165,7 @@ def check_lora_linear(cls) -> str:
         clean = drop.base_layer(x) + (x @ da.T @ db.T) * (alpha / r)
         torch.manual_seed(3)
         assert not torch.allclose(run(drop, x), clean, atol=1e-4), \
-            _("lora_dropout=0.5 changed nothing in train mode: apply it to x before lora_A.")
+            _("lora_dropout={p!r} changed nothing in train mode: apply it to x before lora_A.").format(p=p)
         one_hot = torch.eye(fin).repeat(4, 1) * 3.0  # (96, in): every token is one input feature
         torch.manual_seed(4)
         delta = run(drop, one_hot) - drop.base_layer(one_hot)
@@ -242,7 +264,10 @@ def _kit_scaling(lora_alpha: float, r: int, use_rslora: bool) -> float:
     return LoRALinear(nn.Linear(r, r, device="meta"), r, lora_alpha, use_rslora=use_rslora).scaling
 
 
-_ALPHA_CASES = [(16, 8, 64, False), (32, 16, 4, False), (16, 8, 32, True), (8, 8, 2, True)]
+# the notebook's case first; then cases whose lora_alpha is not a whole number (16 · 8 / 12, and 16 · √2 with
+# rsLoRA), so that an integer division or a rounding shows
+_ALPHA_CASES = [(16, 8, 64, False), (32, 16, 4, False), (16, 12, 8, False), (16, 8, 32, True), (8, 8, 2, True),
+                (16, 8, 16, True)]
 
 
 @_check("Exercise 02.3 · same_scaling_alpha")
@@ -264,8 +289,17 @@ def check_same_scaling_alpha(fn) -> str:
             raise AssertionError(_("lora_alpha={alpha}, r={r} → {new_r} with rsLoRA: you returned {got:.4g}, which "
                                    "keeps α/r. rsLoRA scales by lora_alpha / sqrt(r), so lora_alpha moves with √r, "
                                    "not with r.").format(alpha=alpha, r=r, new_r=new_r, got=got))
+        method = _(" with rsLoRA") if rs else ""
+        exact = before / _kit_scaling(1.0, new_r, rs)  # the scaling is proportional to lora_alpha
+        rounded = {math.floor(exact), math.ceil(exact)} | {round(exact, digits) for digits in range(4)}
+        if not math.isclose(after, before, rel_tol=1e-6) and any(math.isclose(got, v) for v in rounded):
+            raise AssertionError(_("lora_alpha={alpha}, r={r} → {new_r}{method}: you returned {got:g}, a rounded "
+                                   "number, so the scaling {rule} becomes {after:.4g} instead of staying {before:.4g}. "
+                                   "Here the lora_alpha that keeps it is not a whole number, and integer division "
+                                   "(//), int() or round() drop its fraction. lora_alpha need not be a whole number: "
+                                   "divide with /.").format(alpha=alpha, r=r, new_r=new_r, method=method, got=got,
+                                                            rule=rule, after=after, before=before))
         if not math.isclose(after, before, rel_tol=1e-6):
-            method = _(" with rsLoRA") if rs else ""
             raise AssertionError(_("lora_alpha={alpha}, r={r} → {new_r}{method}: you returned {got:.4g}, so the "
                                    "scaling {rule} becomes {after:.4g} instead of staying {before:.4g}.").format(
                 alpha=alpha, r=r, new_r=new_r, method=method, got=got, rule=rule, after=after, before=before))

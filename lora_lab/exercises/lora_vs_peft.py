@@ -4,6 +4,7 @@ target_modules="all-linear", and a PEFT adapter copied into a lora_lab model."""
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 
 import torch
@@ -55,6 +56,70 @@ def _attention_targets(model) -> list[str]:
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
 
     return list(DEFAULTS[model.config.model_type])
+
+
+def _only_lora_trains(wrapped, config, adapted: list[str]) -> None:
+    """Raise AssertionError naming the LoraConfig option that trains more than LoRA's A and B on the adapted layers."""
+    trainable = {n: p.numel() for n, p in wrapped.named_parameters() if p.requires_grad}
+    lora = {n for n in trainable if n.endswith((".lora_A.default.weight", ".lora_B.default.weight"))}
+    others = {n: k for n, k in trainable.items() if n not in lora}
+    if not others:
+        return
+    counts = dict(extra=sum(others.values()), trainable=sum(trainable.values()),
+                  asked=sum(trainable[n] for n in lora))
+    if any(".modules_to_save." in n for n in others):
+        raise AssertionError(_(
+            "modules_to_save={modules!r} also trains a whole copy of those modules ({extra:,} parameters) beside LoRA: "
+            "{trainable:,} trainable where the attention's LoRA alone gives {asked:,}. modules_to_save is for a part "
+            "the new task needs whole, such as a fresh classification head; this exercise trains LoRA's A and B only, "
+            "so leave it out.").format(modules=sorted(config.modules_to_save or []), **counts))
+    if any(".lora_magnitude_vector." in n for n in others):
+        raise AssertionError(_(
+            "use_dora=True adds DoRA's magnitude vector, one length per output feature ({extra:,} more trainable "
+            "values): that is DoRA (notebook 07), not the plain LoRA the exercise asks for. Leave use_dora at its "
+            "default, False.").format(**counts))
+    if config.bias != "none":
+        raise AssertionError(_(
+            "bias={bias!r} also trains {extra:,} bias values of GPT-2 itself, which LoRA keeps frozen with the rest of "
+            "the base model: {trainable:,} trainable where the attention's LoRA alone gives {asked:,}. Keep bias='none', "
+            "the default.").format(bias=config.bias, **counts))
+    raise AssertionError(_(
+        "besides LoRA's A and B, {names} train too ({extra:,} parameters): the exercise trains A and B only. Leave "
+        "the option that adds them at its default.").format(
+        names=", ".join(sorted({".".join(n.split(".")[-3:]) for n in others})), **counts))
+
+
+def _every_block_alike(wrapped, config, adapted: list[str], attention: list[str]) -> None:
+    """Raise AssertionError if some attention block has no adapter, or another rank or scaling than r = 8, α = 32."""
+    blocks = [n for n, _module in wrapped.named_modules() if n.rsplit(".", 1)[-1] in attention]
+    missing = [n for n in blocks if n not in adapted]
+    if missing:
+        raise AssertionError(_(
+            "LoRA is on {count} of GPT-2's {total} attention blocks: an option such as layers_to_transform leaves "
+            "{missing} without an adapter. The exercise adapts the attention of every block; leave the layer "
+            "selection out.").format(count=len(adapted), total=len(blocks),
+                                     missing=", ".join(".".join(n.split(".")[-4:]) for n in missing)))
+    scaling = config.lora_alpha / config.r  # the r and α the exercise fixes, checked above
+    for name in adapted:
+        layer = wrapped.get_submodule(name)
+        rank, got = layer.r["default"], layer.scaling["default"]
+        where = ".".join(name.split(".")[-4:])
+        if rank != config.r:
+            raise AssertionError(_(
+                "{where} has rank {rank}, not r = {r}: rank_pattern gives some layers a rank of their own. The exercise "
+                "asks for r = {r} on every adapted layer; leave rank_pattern out.").format(where=where, rank=rank,
+                                                                                       r=config.r))
+        if math.isclose(got, scaling, rel_tol=1e-6):
+            continue
+        if config.use_rslora:
+            raise AssertionError(_(
+                "use_rslora=True makes PEFT scale the update by lora_alpha / √r = {got:.4g} instead of lora_alpha / r "
+                "= {scaling:g}: rsLoRA changes the scaling that r = 8 and α = 32 fix in this exercise. Leave use_rslora "
+                "at its default, False.").format(got=got, scaling=scaling))
+        raise AssertionError(_(
+            "{where} scales its update by {got:.4g}, not by lora_alpha / r = {scaling:g}: alpha_pattern gives some "
+            "layers an α of their own. The exercise asks for α = 32 on every adapted layer; leave alpha_pattern out."
+        ).format(where=where, got=got, scaling=scaling))
 
 
 @_check("Exercise 03.1 · gpt2_lora_config")
@@ -113,6 +178,8 @@ def check_gpt2_lora_config(fn) -> str:
             "and the MLP's second layer) and c_fc is the MLP's first. The tutorial adapted the query and value "
             "projections only; GPT-2 keeps them in one fused Conv1D: target that one alone.").format(
             extra=", ".join(extra), trainable=sum(lora_params.values()), asked=asked))
+    _only_lora_trains(wrapped, config, adapted)
+    _every_block_alike(wrapped, config, adapted, attention)
     layer = wrapped.get_submodule(adapted[0])
     transposed = isinstance(layer.base_layer, Conv1D)  # Conv1D keeps its weight as (in, out)
     assert bool(config.fan_in_fan_out) == transposed, _(
@@ -176,6 +243,43 @@ def _copy_hint(error: BaseException) -> str | None:
     return None
 
 
+def _name_copy_slip(theirs, ours: list, init: dict) -> None:
+    """Raise AssertionError if, layer by layer, only one of A and B was copied, or one was copied times the scaling.
+
+    `ours` is lora_lab.lora.lora_layers(our_model), `init` our model's parameters before the copy; each of our
+    layers is compared with the PEFT layer of the same name.
+    """
+    only_a, only_b, scaled = [], [], []
+    for name, layer in ours:
+        twin = theirs.base_model.model.get_submodule(name)
+        their_a, their_b = twin.lora_A["default"].weight, twin.lora_B["default"].weight
+        a, b = layer.lora_A.weight, layer.lora_B.weight
+        a_copied, b_copied = torch.equal(a, their_a), torch.equal(b, their_b)
+        if a_copied and not b.any():
+            only_a.append(name)
+        elif b_copied and torch.equal(a, init[f"{name}.lora_A.weight"]):
+            only_b.append(name)
+        s = twin.scaling["default"]
+        for mine, their, letter in ((a, their_a, "A"), (b, their_b, "B")):
+            for factor in {s, 1 / s} - {1.0}:  # a scaling of 1 leaves a right copy unchanged
+                if a.shape == their_a.shape and mine.shape == their.shape and torch.allclose(mine, their * factor):
+                    scaled.append((name, letter, factor, s))
+    total = len(ours)
+    if only_a:
+        raise AssertionError(_("{count} of {total} LoRA layers got PEFT's lora_A but kept a zero lora_B (e.g. {name!r}): "
+                               "with B = 0 the adapter changes nothing. Copy both matrices of every layer.").format(
+            count=len(only_a), total=total, name=only_a[0]))
+    if only_b:
+        raise AssertionError(_("{count} of {total} LoRA layers got PEFT's lora_B but kept our own random lora_A (e.g. "
+                               "{name!r}). Copy both matrices of every layer.").format(
+            count=len(only_b), total=total, name=only_b[0]))
+    if scaled:
+        name, letter, factor, s = scaled[0]
+        raise AssertionError(_("in {name!r} you copied lora_{letter} times {factor:g}. The scaling α/r = {scaling:g} is "
+                               "not stored in the weights: both libraries apply it in the forward pass, so copy A and B "
+                               "as they are.").format(name=name, letter=letter, factor=factor, scaling=s))
+
+
 @_check("Exercise 03.3 · copy_peft_to_lora_lab")
 def check_copy_adapter(fn) -> str:
     """fn(peft_model, our_model) copies every LoRA A and B from a PEFT model into a lora_lab model, in place."""
@@ -192,9 +296,11 @@ def check_copy_adapter(fn) -> str:
                     p.copy_(torch.randn_like(p) * 0.2)  # a trained-looking adapter
         ours = inject_lora(copy.deepcopy(base), LoraConfig(r=4, lora_alpha=8, target_modules=targets))
         reference = {n: p.detach().clone() for n, p in theirs.named_parameters()}
+        init = {n: p.detach().clone() for n, p in ours.named_parameters()}  # our own adapter, before the copy
         _call(fn, theirs, ours, explain=_copy_hint)
         changed = [n for n, p in theirs.named_parameters() if not torch.equal(p, reference[n])]
         assert not changed, _("the PEFT model was modified ({name!r}); copy from it, into ours.").format(name=changed[0])
+        _name_copy_slip(theirs, lora_layers(ours), init)
         stale = [n for n, layer in lora_layers(ours) if torch.count_nonzero(layer.lora_B.weight) == 0]
         assert not stale, _("{stale} of {total} LoRA layers were not filled (e.g. {name!r}). Print a few names of "
                             "peft_model.named_parameters() next to our_model's: PEFT's carry a prefix and an adapter "

@@ -9,7 +9,7 @@ import math
 import torch
 
 from ..i18n import _
-from .verdict import _call, _check, _is_tensor
+from .verdict import _call, _check, _float_result, _is_tensor
 
 __all__ = ["check_unpack_codes", "check_nf_codebook", "check_bits_per_param"]
 
@@ -21,6 +21,20 @@ def _pack(codes: torch.Tensor) -> torch.Tensor:
     if codes.numel() % 2:
         codes = torch.cat([codes, codes.new_full((1,), int(nf4_codebook().abs().argmin()))])
     return (codes[0::2] << 4) | codes[1::2]
+
+
+def _uint8_codes(dtype: torch.dtype) -> None:
+    """Assert that codes with the right values are uint8, as the exercise asks, naming what their dtype costs."""
+    if dtype == torch.uint8:
+        return
+    if dtype.is_floating_point:
+        raise AssertionError(_("the right codes, but as {dtype}: a code is a whole number from 0 to 15 that picks an "
+                               "entry of the NF4 table, and a float cannot index a tensor. Keep the codes uint8, as "
+                               "the packed bytes are (>> and & on uint8 give uint8).").format(dtype=dtype))
+    raise AssertionError(_("the right codes, but as {dtype}, {size} bytes for each 4-bit code where uint8 takes one: "
+                           "packing exists to save memory, so keep the codes uint8, as the packed bytes are (>> and & "
+                           "on uint8 give uint8). Convert to int64 only at the moment you index the table."
+                           ).format(dtype=dtype, size=torch.empty(0, dtype=dtype).element_size()))
 
 
 @_check("Exercise 04.1 · unpack_codes")
@@ -39,7 +53,7 @@ def check_unpack_codes(fn) -> str:
             raise AssertionError(_("{n} codes went in, {out} came out: drop the padding code of an odd count."
                                    ).format(n=n, out=got.numel()))
         assert got.numel() == n, _("{n} codes went in, {out} came out.").format(n=n, out=got.numel())
-        got = got.reshape(-1).to(torch.int64)
+        dtype, got = got.dtype, got.reshape(-1).to(torch.int64)
         pairs = codes.long().view(-1, 2) if n % 2 == 0 else None
         if pairs is not None and torch.equal(got, pairs.flip(1).flatten()):
             raise AssertionError(_("the two nibbles are swapped: the first code of a byte sits in its HIGH nibble "
@@ -56,6 +70,7 @@ def check_unpack_codes(fn) -> str:
                                  "{nibble} nibble).").format(
             wrong=len(wrong), n=n, at=int(wrong[0]), byte=int(wrong[0]) // 2,
             nibble=_("high") if int(wrong[0]) % 2 == 0 else _("low"))
+        _uint8_codes(dtype)
     w = torch.randn(3, 50, generator=g)  # and bytes written by the quantizer itself
     q = quantize_nf4(w, double_quant=False)
     codes = _call(fn, q.packed, w.numel()).reshape(-1).long()
@@ -73,12 +88,17 @@ def check_nf_codebook(fn) -> str:
     for bits in (4, 3, 2, 5):
         got = _call(fn, bits)
         _is_tensor(got, f"normal_float_codebook({bits})")
-        got = got.reshape(-1).float()
+        got = _float_result(got.reshape(-1), f"normal_float_codebook({bits})")
         size, half = 2**bits, 2 ** (bits - 1)
         if got.numel() == size + 1 and int((got == 0).sum()) == 2:
             raise AssertionError(_("{bits} bits give {size} values; yours has {count}, with 0.0 twice: each side's "
                                    "quantiles end at probability 0.5, which is 0, so keep one zero for both sides."
                                    ).format(bits=bits, size=size, count=got.numel()))
+        if got.numel() == size and int((got == 0).sum()) >= 2:
+            raise AssertionError(_("{bits} bits: 0.0 appears {zeros} times among your {size} values, a code wasted on "
+                                   "a repeat for each extra zero. Each side's quantiles end at probability 0.5, which "
+                                   "is 0: keep one zero for both sides, {half} positive values and {less} negative ones."
+                                   ).format(bits=bits, size=size, zeros=int((got == 0).sum()), half=half, less=half - 1))
         assert got.numel() == size, _("{bits} bits give {size} values, you returned {count}.").format(
             bits=bits, size=size, count=got.numel())
         assert torch.all(got[1:] > got[:-1]), _("normal_float_codebook({bits}) should be sorted, smallest first."
@@ -138,7 +158,17 @@ def check_bits_per_param(fn) -> str:
                                    "each weight carries its share of it too."))
         if dq and math.isclose(got, 4 + 32 / blocksize):
             raise AssertionError(_("with double quantization each block's absmax is an 8-bit code, not 32-bit."))
-        assert math.isclose(got, _stored_bits(blocksize, dq), rel_tol=1e-6), _(
+        want = _stored_bits(blocksize, dq)
+        if math.isclose(got, want / 8, rel_tol=1e-6):
+            raise AssertionError(_("blocksize={blocksize}, double_quant={dq}: {got:.6g} is bytes per weight; the "
+                                   "exercise asks bits, 8 per byte ({bits:.6g}). Bits per weight is the figure the "
+                                   "QLoRA paper gives, and NF4's 4-bit code already counts in bits.").format(
+                blocksize=blocksize, dq=dq, got=got, bits=want))
+        if math.isclose(got, 4 + (want - 4) / 8, rel_tol=1e-6):
+            raise AssertionError(_("blocksize={blocksize}, double_quant={dq}: you counted the code in bits (4) but the "
+                                   "block constants in bytes. Count them in bits too: an fp32 absmax is 32 bits, an "
+                                   "8-bit code 8.").format(blocksize=blocksize, dq=dq))
+        assert math.isclose(got, want, rel_tol=1e-6), _(
             "blocksize={blocksize}, double_quant={dq}: you said {got:.6g} bits, but that is not what the quantizer "
             "stores per weight. Count the 4-bit code, then each block constant divided among the weights it serves."
         ).format(blocksize=blocksize, dq=dq, got=got)

@@ -8,10 +8,12 @@ dequantization.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from ..i18n import _
-from .verdict import _call, _check, _is_tensor
+from .verdict import _call, _check, _float_result, _is_tensor, _whole_bytes
 
 __all__ = ["check_shard_bytes", "check_fsdp_parts", "check_dequantize_shard"]
 
@@ -22,15 +24,23 @@ __all__ = ["check_shard_bytes", "check_fsdp_parts", "check_dequantize_shard"]
 @_check("Exercise 08.1 · shard_bytes")
 def check_shard_bytes(fn) -> str:
     """fn(shape, element_size, world_size, rank) -> bytes of that parameter FSDP2 gives process `rank`."""
-    cases = [((1536, 192), 4, 2), ((16, 192), 4, 3), ((5, 8), 2, 2), ((3, 4), 4, 4), ((18432,), 1, 4)]
+    # (5,) over 4: ceil(5 / 4) = 2 rows each, so the first three processes hold all 5 rows and the fourth none
+    cases = [((1536, 192), 4, 2), ((16, 192), 4, 3), ((5, 8), 2, 2), ((3, 4), 4, 4), ((18432,), 1, 4), ((5,), 4, 4)]
     for shape, size, world in cases:
         rows, row_bytes = shape[0], size * (torch.Size(shape).numel() // shape[0])
         chunks = torch.empty(rows, 0).chunk(world)  # FSDP2's split of the first dimension
         for rank in range(world):
             want = (chunks[rank].shape[0] if rank < len(chunks) else 0) * row_bytes
             got = _call(fn, shape, size, world, rank)
-            assert isinstance(got, int) and not isinstance(got, bool), _(
+            assert isinstance(got, numbers.Real) and not isinstance(got, bool), _(
                 "return a whole number of bytes (an int), got {kind}.").format(kind=type(got).__name__)
+            if got < 0:
+                raise AssertionError(_("shape {shape} over {world} processes: you gave process {rank} {got:,} bytes, "
+                                       "less than nothing. With ceil(rows / world_size) = {per} rows each, the first "
+                                       "processes already hold all {rows} rows, so the last ones hold none (torch.chunk "
+                                       "then returns fewer than world_size pieces): a share never goes below 0."
+                                       ).format(shape=tuple(shape), world=world, rank=rank, got=got,
+                                                per=chunks[0].shape[0], rows=rows))
             if got != want and got == torch.Size(shape).numel() * size // world and rows % world:
                 raise AssertionError(_("shape {shape} over {world} processes: you split the bytes evenly, but FSDP "
                                        "splits the first dimension into whole rows, ceil(rows / world_size) per "
@@ -44,6 +54,7 @@ def check_shard_bytes(fn) -> str:
             assert got == want, _("shape {shape}, {size} bytes per element, world size {world}, rank {rank}: you "
                                   "returned {got:,} bytes, which is not process {rank}'s share of the rows.").format(
                 shape=tuple(shape), size=size, world=world, rank=rank, got=got)
+            _whole_bytes(got, f"shard_bytes({tuple(shape)}, {size}, {world}, {rank})")
     return _("FSDP cuts every parameter along its first dimension: whole rows, ceil(rows / N) per process. When N "
              "divides the rows, every process holds exactly 1/N.")
 
@@ -75,6 +86,7 @@ def check_fsdp_parts(fn) -> str:
         for part in one.PARTS:
             want = getattr(fsdp, part)
             if got[part] == want:
+                _whole_bytes(got[part], part)
                 continue
             if part == "activations":
                 raise AssertionError(_("activations are not divided: each process runs its own micro-batch and keeps "
@@ -128,6 +140,7 @@ def check_dequantize_shard(fn) -> str:
             _is_tensor(got, _("dequantize_shard's result"))
             assert got.shape == want.shape, _("a shard of {n} blocks dequantizes to ({n}, 64), got {shape}.").format(
                 n=n, shape=tuple(got.shape))
+            got = _float_result(got, _("dequantize_shard's result"), float32_only=True)
             if rank and torch.allclose(got, full[:n], atol=1e-6) and not torch.allclose(want, full[:n]):
                 raise AssertionError(_("these are the first process's values: use the codes and scales you were "
                                        "given, which are this process's own blocks."))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import html
 import math
+import numbers
 import re
 import traceback
 import warnings
@@ -185,6 +186,11 @@ def _check(exercise: str, takes: str = "function"):
                                                  "of the `raise` line and run the cell again."))
             except (AssertionError, _Raised) as e:
                 return Verdict(exercise, False, str(e))
+            except Exception as e:  # noqa: BLE001 - an answer of a kind no test foresaw: a verdict, never a crash
+                return Verdict(exercise, False, _(
+                    "the check could not compare your answer with the reference ({error}: {detail}). Look at what "
+                    "your code returns: its type, its shape and its dtype, against what the exercise asks.").format(
+                    error=type(e).__name__, detail=e))
             return Verdict(exercise, True, message)
 
         check.exercise_id, check.answer_name = m["number"], m["name"]
@@ -205,3 +211,38 @@ def _is_tensor(x, name: str) -> None:
 def _first_difference(got: str, want: str) -> int:
     """Index of the first character where two strings differ (the shorter one's length if one extends the other)."""
     return next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+
+
+def _float_result(got: torch.Tensor, name: str, *, float32_only: bool = False) -> torch.Tensor:
+    """Assert that the tensor `got` holds values as precise as the float32 inputs it came from; return it as float32.
+
+    `name` says which value, in the learner's words (already translated). A 16-bit float rounds every value
+    (fp16 keeps about 3 significant digits, bf16 about 2), so it cannot match a float32 reference and is told
+    so by its dtype; an integer dtype cannot hold the fractions. float64 holds the same values and is accepted,
+    unless `float32_only` (the exercise asks float32, e.g. where the memory of the result is the point).
+    Comparing the float32 copy this returns with a float32 reference never fails on mixed dtypes.
+    """
+    dtype = got.dtype
+    if dtype.is_floating_point:
+        if torch.finfo(dtype).bits < 32:
+            digits = round(-math.log10(torch.finfo(dtype).resolution))
+            raise AssertionError(_("{name} is {dtype}: a 16-bit float keeps only about {digits} significant digits, so "
+                                   "every value is rounded and cannot match the float32 reference; compute and return "
+                                   "float32.").format(name=name, dtype=dtype, digits=digits))
+        if float32_only and dtype != torch.float32:
+            raise AssertionError(_("{name} is {dtype}; the exercise asks float32: float64 holds no more than the "
+                                   "float32 inputs had, in twice the memory.").format(name=name, dtype=dtype))
+        return got.to(torch.float32)
+    raise AssertionError(_("{name} is {dtype}, which cannot hold the fractions these values have: return a float32 "
+                           "tensor.").format(name=name, dtype=dtype))
+
+
+def _whole_bytes(got, what: str) -> None:
+    """Assert that a right number of bytes is an int: memory comes in whole bytes (exercises 05.2, 06.3, 08.1, 08.2).
+
+    Called once the value is known to be right, so a float with the right value is told just that.
+    """
+    if not isinstance(got, numbers.Integral) or isinstance(got, bool):
+        raise AssertionError(_("{what}: the right number of bytes, but a {kind}, not an int. Bytes are whole numbers: "
+                               "return an int (// divides without leaving a float).").format(
+            what=what, kind=type(got).__name__))
