@@ -84,7 +84,8 @@ class GradingRun:
             spec = {"notebook": str(own / "submission.ipynb"), "exercises": exercises, "language": limits.language,
                     "cell_timeout_s": limits.cell_timeout_s, "kernel_argv": box.wrap(python),
                     "kernelspec": str(own / "kernels"), "kernel_folder": str(kernel_folder), "home": str(box.home),
-                    "trusted": box.trusted(), "grading_module": f"{box.kit}/lora_lab/classroom/inkernel.py"}
+                    "trusted": box.trusted(), "inductor": str(box.inductor),
+                    "grading_module": f"{box.kit}/lora_lab/classroom/inkernel.py"}
             (own / "spec.json").write_text(json.dumps(spec))
             here = str(Path(__file__).resolve().parents[2])  # where this grader's own lora_lab is imported from
             env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")}
