@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -439,6 +440,24 @@ def test_grade_refuses_without_a_sandbox_unless_told(tmp_path, capsys, monkeypat
                  "--unsafe-no-sandbox"]) == 0
     printed = capsys.readouterr().out
     assert "NO SANDBOX" in printed and "unreadable" in (tmp_path / "g.csv").read_text()
+
+
+def test_a_worker_that_fails_before_reporting_is_named_in_the_run_column(student_copy, tmp_path, monkeypatch):
+    # a kit installed without the grader's Jupyter client: the worker's import fails before its first event
+    python = tmp_path / "python"
+    python.write_text(f"""#!/bin/sh
+exec {sys.executable} -c 'import runpy, sys; sys.modules["nbclient"] = None; del sys.argv[:2]; runpy.run_module(sys.argv[0], run_name="__main__")' "$@"
+""")
+    python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(python))
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "subs" / "amy.ipynb").write_text((student_copy / "notebooks" / "00_start_here.ipynb").read_text())
+    rows = grading.grade(tmp_path / "subs", tmp_path / "g.csv", notebook="00", limits=grading.Limits(),
+                         echo=lambda *a: None, unsafe=True)
+    assert len(rows) == 3 and {r.status for r in rows} == {"not graded"}
+    for r in rows:
+        assert r.run.startswith("could not run: the grader's worker stopped before it finished (exit code 1)"), r.run
+        assert "nbclient" in r.run and "stopped before this exercise" in r.message, r
 
 
 def test_report_text_is_neutralised():
