@@ -353,7 +353,7 @@ def test_grades_csv_is_exactly_as_expected(graded):
     out, _, _, _ = graded
     rows = _csv(out)
     assert tuple(rows[0]) == grading.COLUMNS
-    got = {(r["student"], r["exercise"]): r for r in rows}
+    got = {(r["student"], r["exercise"].removeprefix("ex")): r for r in rows}
     skipped = {r["student"]: r for r in rows if not r["exercise"]}
     assert set(got) - {(s, "") for s in SKIPPED} == set(EXPECTED)
     assert len(rows) == len(EXPECTED) + len(SKIPPED), "a forged or repeated row"
@@ -365,7 +365,7 @@ def test_grades_csv_is_exactly_as_expected(graded):
         assert r["run"].startswith(run), (key, r["run"])
         assert message in r["message"], (key, r["message"])
         assert (note in r["note"]) if note else r["note"] == "", (key, r["note"])
-        assert r["notebook"] == "00" and r["file"].endswith(".ipynb")
+        assert r["notebook"] == "nb00" and r["exercise"] == "ex" + key[1] and r["file"].endswith(".ipynb")
         if key[0] == "erin":
             assert r["run"].endswith("interrupted at the 8 s cell time limit"), r["run"]
         if key[0] == "carol":
@@ -393,7 +393,7 @@ def test_hostile_submissions_reach_nothing_outside_their_sandbox(graded):
 
 def test_forged_verdicts_do_not_count(graded):
     out, _, _, _ = graded
-    rows = {(r["student"], r["exercise"]): r for r in _csv(out)}
+    rows = {(r["student"], r["exercise"].removeprefix("ex")): r for r in _csv(out)}
     oscar = [rows["oscar", e] for e in ("00.1", "00.2", "00.3")]
     for found in ("builtins.open replaced", "json.dumps replaced", "an import hook in sys.meta_path",
                   "a thread still running the notebook's forge()", "an IPython event hook on pre_run_cell"):
@@ -458,6 +458,20 @@ exec {sys.executable} -c 'import runpy, sys; sys.modules["nbclient"] = None; del
     for r in rows:
         assert r.run.startswith("could not run: the grader's worker stopped before it finished (exit code 1)"), r.run
         assert "nbclient" in r.run and "stopped before this exercise" in r.message, r
+
+
+def test_the_readmes_pandas_snippet_reads_the_csv_with_exercises_as_text(tmp_path, monkeypatch):
+    pytest.importorskip("pandas")
+    rows = [grading.Row("amy", "amy.ipynb", "00", "ok", "00.1", "correct"),
+            grading.Row("amy", "amy.ipynb", "00", "ok", "00.2", "wrong", "=1+1"),
+            grading.Row("bo", "bo.ipynb", "?", "unreadable", "", "not graded")]
+    grading.report.write_csv(rows, tmp_path / "grades.csv")
+    snippet = re.search(r"```python\n(import pandas as pd\n.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    space = {}
+    exec(snippet, space)
+    assert list(space["rows"].exercise) == ["ex00.1", "ex00.2"] and list(space["rows"].notebook) == ["nb00", "nb00"]
+    assert space["grade"].to_dict() == {"amy": 5.0}
 
 
 def test_report_text_is_neutralised():
