@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -352,7 +353,7 @@ def test_grades_csv_is_exactly_as_expected(graded):
     out, _, _, _ = graded
     rows = _csv(out)
     assert tuple(rows[0]) == grading.COLUMNS
-    got = {(r["student"], r["exercise"]): r for r in rows}
+    got = {(r["student"], r["exercise"].removeprefix("ex")): r for r in rows}
     skipped = {r["student"]: r for r in rows if not r["exercise"]}
     assert set(got) - {(s, "") for s in SKIPPED} == set(EXPECTED)
     assert len(rows) == len(EXPECTED) + len(SKIPPED), "a forged or repeated row"
@@ -364,7 +365,7 @@ def test_grades_csv_is_exactly_as_expected(graded):
         assert r["run"].startswith(run), (key, r["run"])
         assert message in r["message"], (key, r["message"])
         assert (note in r["note"]) if note else r["note"] == "", (key, r["note"])
-        assert r["notebook"] == "00" and r["file"].endswith(".ipynb")
+        assert r["notebook"] == "nb00" and r["exercise"] == "ex" + key[1] and r["file"].endswith(".ipynb")
         if key[0] == "erin":
             assert r["run"].endswith("interrupted at the 8 s cell time limit"), r["run"]
         if key[0] == "carol":
@@ -392,7 +393,7 @@ def test_hostile_submissions_reach_nothing_outside_their_sandbox(graded):
 
 def test_forged_verdicts_do_not_count(graded):
     out, _, _, _ = graded
-    rows = {(r["student"], r["exercise"]): r for r in _csv(out)}
+    rows = {(r["student"], r["exercise"].removeprefix("ex")): r for r in _csv(out)}
     oscar = [rows["oscar", e] for e in ("00.1", "00.2", "00.3")]
     for found in ("builtins.open replaced", "json.dumps replaced", "an import hook in sys.meta_path",
                   "a thread still running the notebook's forge()", "an IPython event hook on pre_run_cell"):
@@ -439,6 +440,38 @@ def test_grade_refuses_without_a_sandbox_unless_told(tmp_path, capsys, monkeypat
                  "--unsafe-no-sandbox"]) == 0
     printed = capsys.readouterr().out
     assert "NO SANDBOX" in printed and "unreadable" in (tmp_path / "g.csv").read_text()
+
+
+def test_a_worker_that_fails_before_reporting_is_named_in_the_run_column(student_copy, tmp_path, monkeypatch):
+    # a kit installed without the grader's Jupyter client: the worker's import fails before its first event
+    python = tmp_path / "python"
+    python.write_text(f"""#!/bin/sh
+exec {sys.executable} -c 'import runpy, sys; sys.modules["nbclient"] = None; del sys.argv[:2]; runpy.run_module(sys.argv[0], run_name="__main__")' "$@"
+""")
+    python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(python))
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "subs" / "amy.ipynb").write_text((student_copy / "notebooks" / "00_start_here.ipynb").read_text())
+    rows = grading.grade(tmp_path / "subs", tmp_path / "g.csv", notebook="00", limits=grading.Limits(),
+                         echo=lambda *a: None, unsafe=True)
+    assert len(rows) == 3 and {r.status for r in rows} == {"not graded"}
+    for r in rows:
+        assert r.run.startswith("could not run: the grader's worker stopped before it finished (exit code 1)"), r.run
+        assert "nbclient" in r.run and "stopped before this exercise" in r.message, r
+
+
+def test_the_readmes_pandas_snippet_reads_the_csv_with_exercises_as_text(tmp_path, monkeypatch):
+    pytest.importorskip("pandas")
+    rows = [grading.Row("amy", "amy.ipynb", "00", "ok", "00.1", "correct"),
+            grading.Row("amy", "amy.ipynb", "00", "ok", "00.2", "wrong", "=1+1"),
+            grading.Row("bo", "bo.ipynb", "?", "unreadable", "", "not graded")]
+    grading.report.write_csv(rows, tmp_path / "grades.csv")
+    snippet = re.search(r"```python\n(import pandas as pd\n.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    space = {}
+    exec(snippet, space)
+    assert list(space["rows"].exercise) == ["ex00.1", "ex00.2"] and list(space["rows"].notebook) == ["nb00", "nb00"]
+    assert space["grade"].to_dict() == {"amy": 5.0}
 
 
 def test_report_text_is_neutralised():

@@ -206,6 +206,53 @@ def test_tamper_checks_name_what_the_notebook_replaced(tmp_path, monkeypatch):
     assert "lora_lab.tasks.format_llama2" in inkernel.kit_replaced(trust)
 
 
+def test_what_torch_compiles_in_the_sandbox_is_trusted_and_nothing_else_written_there(tmp_path):
+    """bitsandbytes 0.50 dequantizes an odd last dimension on a CPU with a torch.compile'd function (notebook 04
+    does); Inductor loads the module it generates from its cache folder, which the notebook can write to. That
+    module passes the tamper checks; one the notebook writes there and imports itself does not, nor does a
+    function of a generated module put in place of a library's."""
+    (tmp_path / "kit").mkdir()
+    (tmp_path / "kit" / "inkernel.py").write_bytes((ROOT / "lora_lab" / "classroom" / "inkernel.py").read_bytes())
+    with sandbox.Sandbox(need_sandbox(), tmp_path / "s", tmp_path / "kit", memory_gib=6,
+                         name=f"lora-lab-test-{uuid.uuid4().hex[:8]}") as box:
+        done = _inside(box, f"""
+            import importlib.util, json, os, sys
+            import bitsandbytes.functional as F
+            import torch
+            from torch._inductor.codecache import PyCodeCache
+            spec = importlib.util.spec_from_file_location("grading", {box.kit!r} + "/inkernel.py")
+            grading = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(grading)
+            trust = grading._Trust({box.trusted()!r}, {str(box.inductor)!r})
+            q, state = F.quantize_4bit(torch.randn(4, 63), blocksize=64, quant_type="nf4", compress_statistics=True)
+            F.dequantize_4bit(q, state)  # odd last dimension: the compiled fallback
+            made = [n for n in sys.modules if n.startswith(grading.GENERATED_BY + ".")]
+            report = {{"made": made, "files": [sys.modules[n].__file__ for n in made], "honest": grading.tampering(trust),
+                       "unnamed": grading.tampering(grading._Trust({box.trusted()!r}))}}
+            key = "cforged" + "x" * 45
+            path = os.path.join({str(box.inductor)!r}, key[1:3], key + ".py")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write("def allclose(*a, **k):\\n    return True\\n")
+            own = importlib.util.spec_from_file_location(grading.GENERATED_BY + "." + key, path)
+            sys.modules[own.name] = forged = importlib.util.module_from_spec(own)
+            own.loader.exec_module(forged)
+            report["imported"] = grading.tampering(trust)
+            del sys.modules[own.name]
+            loaded = PyCodeCache.load_by_key_path(key, path)  # torch's own loader: trusted in that module only
+            dumps, json.dumps = json.dumps, loaded.allclose
+            report["loaded"] = grading.tampering(trust)
+            print(dumps(report))
+        """, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["made"] and all(f.startswith(str(box.inductor) + "/") for f in report["files"]), report
+    assert report["honest"] == [], report["honest"]
+    assert any("loaded from " + str(box.inductor) in f for f in report["unnamed"]), report["unnamed"]
+    assert any(f.endswith("cforged" + "x" * 45 + ".py") and "loaded from" in f for f in report["imported"]), report
+    assert report["loaded"] == ["json.dumps replaced"], report["loaded"]
+
+
 def test_a_notebook_over_its_time_limit_ends_with_everything_it_started():
     """A kernel that ignores interrupts, in a call that never returns, with a detached child: at the notebook's
     time limit the grader ends it all at once (the issue: such a kernel ran on ~50 s past its limit)."""

@@ -7,7 +7,14 @@ the read-only kit (never the copy in `sys.modules`) and calls `grade(...)`, whic
    standard library, IPython or ipykernel replaced; an import hook; a thread still running notebook code; a
    trace or profile function; an IPython event hook or input/AST transformer; the kernel's output streams,
    display publisher or session patched; a library module loaded from a file the notebook wrote. Any of
-   these makes the exercise "not graded", naming what was found;
+   these makes the exercise "not graded", naming what was found. The one writable place library code comes
+   from is torch's compiler: Inductor writes the modules it generates (bitsandbytes compiles its CPU fallback
+   with torch.compile) to its cache folder and loads them from there. Such a module is accepted when it is in
+   the folder the grader named (the sandbox's TORCHINDUCTOR_CACHE_DIR), has the name and file torch gives it,
+   and torch's code cache holds it; its code is trusted in that module only, never as a replacement elsewhere.
+   Its content is not checked: a notebook can write a file there and have torch's own loader load it
+   (`PyCodeCache.load_by_key_path`, or a file left where torch will write a module next). That gives it no more
+   than compiling its code under a library's file name does (below);
 2. drops every `lora_lab` module from `sys.modules` and imports the kit afresh from its read-only folder
    (the notebook's own folder and any path it added set aside), so a kit function or constant the notebook
    replaced in memory is back to the kit's own: the check computes its references with those. A replaced one
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import sys
 import threading
 import time
@@ -38,18 +46,48 @@ SCANNED = ("builtins", "sys", "math", "cmath", "re", "json", "html", "traceback"
            "contextlib", "torch", "numpy", "peft", "transformers", "bitsandbytes", "safetensors", "accelerate",
            "IPython", "ipykernel", "jupyter_client", "zmq", "comm")
 
+# the module torch's compiler loads its generated code with: each generated module is named <this>.<key>
+GENERATED_BY = "torch._inductor.runtime.compile_tasks"
+
 _MODULE_DICT = types.ModuleType.__dict__["__dict__"]
 _TYPE_DICT = type.__dict__["__dict__"]
 
 
 class _Trust:
-    """Where trusted code lives: files under these folders (read-only in the sandbox)."""
+    """Where trusted code lives: files under these folders (read-only in the sandbox), and the files of exactly
+    these modules. inductor: the folder where torch's compiler writes the modules it generates (see
+    `generated`), or None."""
 
-    def __init__(self, folders: list[str]):
+    def __init__(self, folders: list[str], inductor: str | None = None, files: frozenset = frozenset()):
+        self.folders, self.files = list(folders), files
         self.prefixes = tuple(f.rstrip("/") + "/" for f in folders)
+        self.inductor = os.path.abspath(inductor) + "/" if inductor else None
 
     def file(self, path) -> bool:
-        return type(path) is str and path.startswith(self.prefixes)
+        return type(path) is str and (path.startswith(self.prefixes) or path in self.files)
+
+    def also(self, path: str) -> _Trust:
+        """This trust and the code compiled from the file path (a generated module's own functions)."""
+        return _Trust(self.folders, self.inductor, self.files | {path})
+
+    def generated(self, name: str, module, where) -> bool:
+        """True for a module torch's compiler (Inductor) generated and loaded itself: its file is
+        <inductor>/<key[1:3]>/<key>.py (torch._inductor.codecache.get_path), its name <GENERATED_BY>.<key>
+        (compile_tasks._reload_python_module), and torch's code cache (PyCodeCache.modules) holds this very
+        module object. Anything else in that folder, which the notebook can write to, is not trusted."""
+        if self.inductor is None or type(where) is not str or not where.endswith(".py"):
+            return False
+        key = os.path.basename(where)[:-3]
+        if len(key) < 3 or where != f"{self.inductor}{key[1:3]}/{key}.py" or name != f"{GENERATED_BY}.{key}":
+            return False
+        cache = sys.modules.get("torch._inductor.codecache")
+        if type(cache) is not types.ModuleType or not self.file(_MODULE_DICT.__get__(cache).get("__file__")):
+            return False
+        holder = _MODULE_DICT.__get__(cache).get("PyCodeCache")
+        if not issubclass(type(holder), type) or not self.cls(holder):
+            return False
+        loaded = _TYPE_DICT.__get__(holder).get("modules")
+        return type(loaded) is list and any(m is module for m in list(loaded))
 
     def code(self, code) -> bool | None:
         """False for code the notebook wrote, True for the kit's or a library's, None for code without a file."""
@@ -119,24 +157,30 @@ def tampering(trust: _Trust, shell=None) -> list[str]:
             found.append(f"module {name} replaced by the notebook's own")
             continue
         own = _MODULE_DICT.__get__(module)
-        where = own.get("__file__")
+        where, here = own.get("__file__"), trust
         if where is not None and not trust.file(where):
-            found.append(f"{name} loaded from {where}")
-            continue
+            if not trust.generated(name, module, where):
+                found.append(f"{name} loaded from {where}")
+                continue
+            here = trust.also(where)  # torch generated it: its own functions are compiled from its file
         for attr, value in list(own.items()):
             if issubclass(type(value), type):
                 if value.__module__ == name:
                     for k, v in list(_TYPE_DICT.__get__(value).items()):
-                        if not trust.function(v):
+                        if not here.function(v):
                             found.append(f"{name}.{value.__name__}.{k} replaced")
                 continue
-            if not trust.function(value):
+            if not here.function(value):
                 found.append(f"{name}.{attr} replaced")
             elif not issubclass(type(value), (types.FunctionType, types.BuiltinFunctionType, types.ModuleType)):
                 kind = type(value)
-                if kind not in seen_types:
-                    seen_types[kind] = trust.cls(kind)
-                if not seen_types[kind]:
+                if here is not trust:
+                    seen = here.cls(kind)
+                elif kind not in seen_types:
+                    seen = seen_types[kind] = trust.cls(kind)
+                else:
+                    seen = seen_types[kind]
+                if not seen:
                     found.append(f"{name}.{attr} replaced by an object of the notebook's class {kind.__name__}")
     for what, hooks in (("sys.meta_path", sys.meta_path), ("sys.path_hooks", sys.path_hooks),
                         ("sys.path_importer_cache", [v for v in sys.path_importer_cache.values() if v is not None])):
@@ -206,16 +250,16 @@ def fresh_checks(trust: _Trust, language: str):
 
 
 def grade(exercise_id: str, answer_name: str, namespace: dict, *, trusted: list[str], language: str,
-          nonce: str) -> dict:
+          nonce: str, inductor: str | None = None) -> dict:
     """Grade one exercise in this kernel and show the verdict once (see the module's docstring). Returns the row:
     {"exercise", "nonce", "status" (correct, wrong, not done, missing, not graded), "message", "seconds",
     "replaced": the kit's names the notebook replaced in memory (found by the first grading cell only: it
-    imports the kit afresh)}."""
+    imports the kit afresh)}. inductor: the sandbox's TORCHINDUCTOR_CACHE_DIR (see `_Trust.generated`)."""
     from IPython.core.getipython import get_ipython
     from IPython.display import publish_display_data
     from IPython.utils.capture import capture_output
 
-    trust, shell = _Trust(trusted), get_ipython()
+    trust, shell = _Trust(trusted, inductor), get_ipython()
     problems = tampering(trust, shell)
     row = {"exercise": exercise_id, "nonce": nonce, "status": "not graded", "message": "", "seconds": 0.0,
            "replaced": sorted(set(kit_replaced(trust)))}

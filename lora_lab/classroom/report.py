@@ -19,6 +19,8 @@ from pathlib import Path
 
 COLUMNS = ("student", "file", "notebook", "run", "exercise", "status", "message", "note", "seconds", "run_seconds")
 STATUSES = ("correct", "wrong", "not done", "not graded")
+# written with a prefix in the CSV (nb00, ex00.1): as "00" and "00.1", pandas and spreadsheets read them as 0 and 0.1
+TEXT_PREFIX = {"notebook": "nb", "exercise": "ex"}
 
 
 @dataclass
@@ -61,6 +63,15 @@ def csv_cell(value):
     return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
 
+def csv_row(row: Row) -> dict:
+    """One row as the CSV holds it: every cell through `csv_cell`, the notebook and exercise numbers as text."""
+    out = {k: csv_cell(v) for k, v in asdict(row).items()}
+    for column, prefix in TEXT_PREFIX.items():
+        if re.fullmatch(r"[0-9.]+", out[column]):
+            out[column] = prefix + out[column]
+    return out
+
+
 class CsvWriter:
     """The grades CSV, created new (never overwriting a file) and appended to as each submission is graded."""
 
@@ -71,7 +82,7 @@ class CsvWriter:
         self._file.flush()
 
     def add(self, rows: list[Row]) -> None:
-        self._writer.writerows({k: csv_cell(v) for k, v in asdict(r).items()} for r in rows)
+        self._writer.writerows(csv_row(r) for r in rows)
         self._file.flush()
         os.fsync(self._file.fileno())
 

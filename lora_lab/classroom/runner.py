@@ -84,7 +84,8 @@ class GradingRun:
             spec = {"notebook": str(own / "submission.ipynb"), "exercises": exercises, "language": limits.language,
                     "cell_timeout_s": limits.cell_timeout_s, "kernel_argv": box.wrap(python),
                     "kernelspec": str(own / "kernels"), "kernel_folder": str(kernel_folder), "home": str(box.home),
-                    "trusted": box.trusted(), "grading_module": f"{box.kit}/lora_lab/classroom/inkernel.py"}
+                    "trusted": box.trusted(), "inductor": str(box.inductor),
+                    "grading_module": f"{box.kit}/lora_lab/classroom/inkernel.py"}
             (own / "spec.json").write_text(json.dumps(spec))
             here = str(Path(__file__).resolve().parents[2])  # where this grader's own lora_lab is imported from
             env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")}
@@ -112,6 +113,8 @@ class GradingRun:
                 _end(proc, box)
                 reader.join(timeout=10)
             seconds = round(time.perf_counter() - start, 1)
+            if not timed_out and not any(e.get("kind") == "done" for e in events):
+                events.append({"kind": "failed", "detail": _worker_failure(proc.returncode, own / "worker.log")})
         finally:
             with self._lock:
                 self._active.pop(k, None)
@@ -131,6 +134,17 @@ class GradingRun:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _worker_failure(returncode: int, log: Path) -> str:
+    """Why a worker ended without reporting that it finished: its exit and the last line it wrote to its log
+    (the error of an import that failed, for one)."""
+    try:
+        lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    how = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+    return f"the grader's worker stopped before it finished ({how})" + (f": {lines[-1][:200]}" if lines else "")
 
 
 def _read_events(stream, events: list) -> None:

@@ -164,7 +164,8 @@ def detect(unsafe: bool = False) -> Isolation:
 
 
 class Sandbox:
-    """One submission's sandbox: `folder` is its private writable folder (created, with home/ in it), `kit` the
+    """One submission's sandbox: `folder` is its private writable folder (created, with home/ in it; torch.compile's
+    cache goes to `inductor` in it, a folder the grading cells know), `kit` the
     folder holding the kit copy (lora_lab/ and data/), shown read-only at KIT. `wrap(argv)` is the command that
     runs argv inside, with `env()` as its whole environment; `close()` kills whatever is left and removes the
     cgroups. Use as a context manager; `name` names its cgroups (unique per grading run and submission).
@@ -180,6 +181,7 @@ class Sandbox:
         self.file_size = int(file_gib * 2**30)
         self.kit = KIT if isolation.bwrap else str(self.host_kit)
         self.home = self.folder / "home"
+        self.inductor = self.folder / "torchinductor"  # where torch.compile writes the modules it generates
         self.folder.mkdir(parents=True)
         self.home.mkdir()
         passwd = self.folder.parent / f"{self.folder.name}.passwd"
@@ -203,7 +205,8 @@ class Sandbox:
                 "HF_HOME": f"{home}/.hf", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                 "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg", "MPLCONFIGDIR": f"{home}/.matplotlib",
                 "IPYTHONDIR": f"{home}/.ipython", "JUPYTER_RUNTIME_DIR": f"{home}/.jupyter-runtime",
-                "JUPYTER_CONFIG_DIR": f"{home}/.jupyter", "OMP_NUM_THREADS": "1"}
+                "JUPYTER_CONFIG_DIR": f"{home}/.jupyter", "OMP_NUM_THREADS": "1",
+                "TORCHINDUCTOR_CACHE_DIR": str(self.inductor)}
 
     def wrap(self, argv: list[str]) -> list[str]:
         """The command that runs argv in this sandbox, the limits applied to every process it starts."""

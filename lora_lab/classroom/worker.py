@@ -36,7 +36,7 @@ def __lora_lab_grade():
     grading = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(grading)
     grading.grade({exercise_id!r}, {answer_name!r}, globals(), trusted={trusted!r}, language={language!r},
-                  nonce={nonce!r})
+                  nonce={nonce!r}, inductor={inductor!r})
 
 
 __lora_lab_grade()
@@ -87,7 +87,7 @@ def run(spec_path: Path, events) -> None:
         exercises[len(nb.cells)] = ex["id"]
         nb.cells.append(nbformat.v4.new_code_cell(GRADING_CELL.format(
             exercise_id=ex["id"], answer_name=ex["answer"], module=spec["grading_module"],
-            trusted=spec["trusted"], language=spec["language"], nonce=nonce)))
+            trusted=spec["trusted"], language=spec["language"], nonce=nonce, inductor=spec["inductor"])))
 
     def executed(cell, cell_index, execute_reply):
         outputs = cell.get("outputs", [])
