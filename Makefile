@@ -10,6 +10,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TORCH_STAMP := $(VENV)/.torch
 LOCK   := constraints.txt
 # torch is pinned in the same pip command as the rest: 2.13.0 is the CPU build; an unpinned
 # torch would pull a multi-GB CUDA build. The lock holds every other package to the tested version.
@@ -37,14 +38,20 @@ STANDIN     := tests/colab_standin.py
 
 .PHONY: lab test test-colab colab-ready test-colab-pass venv notebooks notebooks-vi benchmarks lock rebuild-data clean
 
-$(COLAB_STAMP): tests/colab/pip-freeze.gpu.txt $(LOCK) $(STANDIN) pyproject.toml | $(STAMP)
+# The stand-in hard-links torch's files from .venv, so it needs only torch there: it is built while the rest of .venv
+# installs (pip keeps one core busy; the other would wait).
+$(COLAB_STAMP): tests/colab/pip-freeze.gpu.txt $(LOCK) $(STANDIN) pyproject.toml | $(TORCH_STAMP)
 	rm -rf $(COLAB)
 	$(PYTHON) $(STANDIN) image $(COLAB) $(VENV)
 	touch $@
 
-$(STAMP): pyproject.toml $(LOCK)
+$(TORCH_STAMP): $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c $(LOCK) $(TORCH)
+	touch $@
+
+$(STAMP): $(TORCH_STAMP) pyproject.toml $(LOCK)
 	$(BIN)/python -m pip install -q -c $(LOCK) $(TORCH) -e ".[dev]"
 	touch $(STAMP)
 
@@ -54,10 +61,11 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(DISPLAY),,--no-browser) \
 		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
-# The stand-in is built and the first cell installs the kit while the first pass runs (pip waits on the disk and
-# the network as much as on a core); its output is shown once the first pass is done.
-test: $(STAMP)
+# The stand-in is built and the first cell installs the kit while the rest of .venv installs and the first pass
+# runs (pip waits on the disk and the network as much as on a core); its output is shown once the first pass is done.
+test: $(TORCH_STAMP)
 	@log=$$(mktemp); $(MAKE) --no-print-directory colab-ready > $$log 2>&1 & ready=$$!; \
+	$(MAKE) --no-print-directory venv && \
 	$(PYTEST) $(NBVAL) tests notebooks --ignore=notebooks/vi $(PYTEST_ARGS); first=$$?; \
 	wait $$ready; built=$$?; cat $$log; rm -f $$log; \
 	if [ $$first -ne 0 ]; then exit $$first; fi; if [ $$built -ne 0 ]; then exit $$built; fi

@@ -1,7 +1,7 @@
 """The classroom tools: a student release with no way to the answers, and a grader one student cannot use
 against another.
 
-The grading test builds a release, fills notebook 00 the ways students do (untouched, wrong then right, a
+The grading test builds a release, fills notebook 00 the ways students do (exercises left untouched, wrong then right, a
 syntax error, an endless loop, a check redefined and its stored output edited, another notebook, a kernel that
 dies, the kit patched in memory) and the ways a dishonest one might (tests/hostile_submissions.py: attacks on
 the other students, the grader and the instructor's files; forged verdicts), next to an honest submission graded
@@ -224,8 +224,8 @@ def make_submissions(course: Path, subs: Path, out: Path, outside: Path, port: i
         _answer(nb, "llama2_row", '    return f"<s>[INST]{prompt}[/INST]{answer}</s>"\n',
                 extra='\n\nlora_lab.tasks.format_llama2 = lambda prompt, answer: f"<s>[INST]{prompt}[/INST]{answer}</s>"\n')
 
-    def endless_loop(nb):  # and an answer that stops its grading cell
-        _answer(nb, "weights_gib", "    while True:\n        pass\n")
+    def endless_loop(nb):  # and an answer that stops its grading cell; the loop sleeps, leaving the core to others
+        _answer(nb, "weights_gib", "    import time\n\n    while True:\n        time.sleep(0.05)\n")
         _answer(nb, "llama2_row", "    raise SystemExit('forged')\n")
 
     def redefined_check(nb):
@@ -258,7 +258,6 @@ def make_submissions(course: Path, subs: Path, out: Path, outside: Path, port: i
         _answer(nb, "compute_dtype_for", "    return torch.float16\n")
         cell(nb, OSCAR, first_exercise(nb))
 
-    submit("bob")
     submit("carol", wrong_then_right)
     submit("dave", syntax_error)
     submit("erin", endless_loop)
@@ -305,9 +304,6 @@ ATTACKED = "ran with errors in 1 cell(s)"  # mallory's attack report
 PATCHED = "replaced lora_lab.tasks.format_llama2 in memory; the check used the kit's own"
 NOT_READ = ("unreadable: not a valid notebook", "could not be read", "")
 EXPECTED = {  # (student, exercise): (status, run starts with, message contains, note contains)
-    ("bob", "00.1"): ("not done", OK, "NotImplementedError", ""),
-    ("bob", "00.2"): ("not done", OK, "NotImplementedError", ""),
-    ("bob", "00.3"): ("not done", OK, "NotImplementedError", ""),
     ("carol", "00.1"): ("wrong", MEMORY, "you chose torch.float16", ""),
     ("carol", "00.2"): ("correct", MEMORY, "", ""),
     ("carol", "00.3"): ("correct", MEMORY, "", "no longer calls check_llama2_format"),
@@ -417,7 +413,7 @@ def test_summary_totals_and_plot_are_written(graded):
     table = grading.summary_table(rows)
     assert table in printed
     line = next(ln for ln in table.splitlines() if ln.startswith("00.2"))
-    assert line.split()[1:5] == ["2", "3", "1", "6"]  # correct, wrong, not done, not graded
+    assert line.split()[1:5] == ["2", "3", "0", "6"]  # correct, wrong, not done, not graded
     assert "sandbox" in printed.splitlines()[1] and "bubblewrap" in printed.splitlines()[1]
     with open(out.with_name("grades-totals.csv"), newline="") as f:
         totals = {t["student"]: t for t in csv.DictReader(f)}
@@ -425,7 +421,7 @@ def test_summary_totals_and_plot_are_written(graded):
     assert totals["carol"]["correct"] == "2" and totals["carol"]["exercises"] == "3"
     assert totals["sol"]["exercises"] == "0"
     assert out.with_suffix(".png").stat().st_size > 5000
-    assert re.search(r"\[\d+/12\].*about .* left", printed), printed
+    assert re.search(r"\[\d+/11\].*about .* left", printed), printed
 
 
 def test_grade_refuses_without_a_sandbox_unless_told(tmp_path, capsys, monkeypatch):

@@ -129,14 +129,17 @@ def test_the_cpu_matrix_always_tries_another_kernel_set():
     assert other_capability("SVE256", "") == "default"
     make = (ROOT / "Makefile").read_text()
     assert "tests/cpu_matrix.py" in make and "ATEN_CPU_CAPABILITY=$$alt" in make
-    assert "test-colab-pass" in make.split("\ntest: $(STAMP)")[1].split("\n\n")[0]
+    assert "test-colab-pass" in make.split("\ntest: $(TORCH_STAMP)")[1].split("\n\n")[0]
 
 
 def test_make_test_runs_every_notebook_in_the_colab_stand_in():
     make = (ROOT / "Makefile").read_text()
-    test = make.split("\ntest: $(STAMP)")[1].split("\n\n")[0]
+    test = make.split("\ntest: $(TORCH_STAMP)")[1].split("\n\n")[0]
     assert "$(MAKE) --no-print-directory colab-ready" in test and "test-colab-pass" in test
     assert "wait $$ready" in test  # the stand-in is ready (or its failure reported) before its pass starts
+    # built beside the rest of .venv: it needs only torch there, and the first pass waits for the whole .venv
+    assert test.index("colab-ready") < test.index("$(MAKE) --no-print-directory venv &&") < test.index("$(PYTEST)")
+    assert "| $(TORCH_STAMP)" in make.split("$(COLAB_STAMP):")[1].split("\n")[0]
     ready = make.split("colab-ready: $(COLAB_STAMP)")[1].split("\n\n")[0]
     assert "$(STANDIN) install $(COLAB)" in ready  # the kit installed by the notebooks' first cell
     recipe = make.split("test-colab-pass:")[1].split("\n\n")[0]
