@@ -1,9 +1,10 @@
 # lora-lab: two commands on a fresh clone.
 #   make lab    create .venv if missing, install the tested versions, open JupyterLab on notebooks/
-#   make test   create/update .venv, run every test (package tests and the notebooks under nbval), then
-#               every notebook again as Colab learners get it: in the Colab stand-in (.venv-colab, Colab's
-#               package versions), against the kit installed by the notebooks' first cell, from a folder
-#               outside the clone, under another set of torch CPU kernels (make test-colab: that pass alone)
+#   make test   create/update .venv, run the package tests with the tested versions, then every notebook
+#               under nbval as Colab learners get it: in the Colab stand-in (.venv-colab, Colab's package
+#               versions), against the kit installed by the notebooks' first cell, from a folder outside the
+#               clone; the English notebooks under this machine's torch CPU kernels, the Vietnamese ones (the
+#               same code) under another set, both at once (make test-colab: that pass alone)
 #   make lock   re-resolve the newest versions pyproject.toml allows and write them to constraints.txt
 
 PYTHON ?= python3
@@ -29,9 +30,11 @@ PYTEST  := OMP_NUM_THREADS=$(THREADS) $(BIN)/python -m pytest -n $(JOBS) --dist 
 # The second pass: the Colab stand-in. A venv with Colab's published package versions
 # (tests/colab/pip-freeze.gpu.txt; torch stays the CPU build), rebuilt when that list, the lock, the script or
 # the kit's dependencies (pyproject.toml) change. Each run installs the kit with the notebooks' own first cell,
-# then runs every notebook, English and Vietnamese, with solutions, from a folder outside the clone, under another
-# set of torch CPU kernels than this machine's (tests/cpu_matrix.py: AVX-512 machines check AVX2, AVX2 machines
-# the plain kernels), because stored outputs must hold on every learner's CPU.
+# then runs every notebook, English and Vietnamese, with solutions, from a folder outside the clone: the English
+# ones under this machine's torch CPU kernels, the Vietnamese ones, which run the same code, under another set
+# (tests/cpu_matrix.py: AVX-512 machines check AVX2, AVX2 machines the plain kernels), because stored outputs must
+# hold on every learner's CPU. The two editions run side by side, one pytest process each (one core each).
+# The notebooks run in this pass only: the lock's versions (the upper end of every range) are the package tests'.
 COLAB       := .venv-colab
 COLAB_STAMP := $(COLAB)/.image
 STANDIN     := tests/colab_standin.py
@@ -66,7 +69,7 @@ lab: $(STAMP)
 test: $(TORCH_STAMP)
 	@log=$$(mktemp); $(MAKE) --no-print-directory colab-ready > $$log 2>&1 & ready=$$!; \
 	$(MAKE) --no-print-directory venv && \
-	$(PYTEST) $(NBVAL) tests notebooks --ignore=notebooks/vi $(PYTEST_ARGS); first=$$?; \
+	$(PYTEST) tests $(PYTEST_ARGS); first=$$?; \
 	wait $$ready; built=$$?; cat $$log; rm -f $$log; \
 	if [ $$first -ne 0 ]; then exit $$first; fi; if [ $$built -ne 0 ]; then exit $$built; fi
 	$(MAKE) --no-print-directory test-colab-pass
@@ -83,12 +86,15 @@ test-colab-pass:
 	$(PYTHON) $(STANDIN) workdir $$run; \
 	own=$$($(BIN)/python -c "import torch; print(torch.backends.cpu.get_cpu_capability())"); \
 	alt=$$($(BIN)/python tests/cpu_matrix.py); \
-	echo "Colab stand-in: every notebook, against the installed kit, from $$run, under torch's" \
-	     "$${alt:-own} CPU kernels (this machine's: $$own)"; \
-	cd $$run && env $${alt:+ATEN_CPU_CAPABILITY=$$alt} LORA_LAB_STANDIN=$(abspath $(COLAB)) LORA_LAB_REPO=$(CURDIR) \
-		PYDEVD_DISABLE_FILE_VALIDATION=1 \
-		OMP_NUM_THREADS=$(THREADS) $(abspath $(COLAB))/bin/python -m pytest -p no:cacheprovider -n $(JOBS) \
-		--dist loadfile $(NBVAL) notebooks tests $(PYTEST_ARGS)
+	echo "Colab stand-in: every notebook, against the installed kit, from $$run; the English ones under this" \
+	     "machine's torch CPU kernels ($$own), the Vietnamese ones (the same code) under $${alt:-the same}"; \
+	cd $$run && export LORA_LAB_STANDIN=$(abspath $(COLAB)) LORA_LAB_REPO=$(CURDIR) PYDEVD_DISABLE_FILE_VALIDATION=1 \
+		OMP_NUM_THREADS=$(THREADS); py=$(abspath $(COLAB))/bin/python; \
+	env $${alt:+ATEN_CPU_CAPABILITY=$$alt} $$py -m pytest -p no:cacheprovider $(NBVAL) notebooks/vi $(PYTEST_ARGS) \
+		> vi.log 2>&1 & vi=$$!; \
+	$$py -m pytest -p no:cacheprovider $(NBVAL) notebooks tests --ignore=notebooks/vi $(PYTEST_ARGS); en=$$?; \
+	wait $$vi; v=$$?; echo; echo "The Vietnamese notebooks, beside the English ones:"; cat vi.log; \
+	[ $$en -eq 0 ] && [ $$v -eq 0 ]
 
 # After editing a notebook's paired .py (or .ipynb): sync the pair, then re-run it to store outputs.
 NOTEBOOK_PY := $(sort $(wildcard notebooks/[0-9]*.py notebooks/solutions/[0-9]*.py))

@@ -144,7 +144,14 @@ def test_make_test_runs_every_notebook_in_the_colab_stand_in():
     assert "$(STANDIN) install $(COLAB)" in ready  # the kit installed by the notebooks' first cell
     recipe = make.split("test-colab-pass:")[1].split("\n\n")[0]
     assert "mktemp -d" in recipe and "cd $$run" in recipe  # from a folder outside the clone
-    assert "$(abspath $(COLAB))/bin/python -m pytest" in recipe and "$(NBVAL) notebooks tests" in recipe
-    assert "--ignore" not in recipe  # both editions, with solutions
+    assert "py=$(abspath $(COLAB))/bin/python" in recipe
+    # both editions, with solutions: the English ones (and the stand-in's tests) under this CPU's kernels, the
+    # Vietnamese ones under another set, side by side
+    assert "$$py -m pytest -p no:cacheprovider $(NBVAL) notebooks tests --ignore=notebooks/vi" in recipe
+    vi = recipe.split("$${alt:+ATEN_CPU_CAPABILITY=$$alt} $$py -m pytest")[1].split("&")[0]
+    assert "$(NBVAL) notebooks/vi" in vi
+    assert "wait $$vi" in recipe and "[ $$en -eq 0 ] && [ $$v -eq 0 ]" in recipe
+    # the first pass is the package tests: each notebook runs once, in the stand-in
+    assert "notebooks" not in test.split("$(PYTEST)")[1].split(";")[0]
     stamp = make.split("$(COLAB_STAMP):")[1].split("\n")[0]
     assert "tests/colab/pip-freeze.gpu.txt" in stamp and "$(LOCK)" in stamp  # rebuilt when either changes
