@@ -9,10 +9,9 @@ import warnings
 import peft
 import pytest
 import torch
+from tiny_llama import logits, tiny, train_a_little
 from transformers import (
     AutoModelForCausalLM,
-    LlamaConfig,
-    LlamaForCausalLM,
 )
 
 from lora_lab import LoraConfig, inject_lora, load_adapter, merge_lora, save_adapter
@@ -20,28 +19,9 @@ from lora_lab.lora import lora_layers
 from lora_lab.lora_config import PEFT_KEYS
 from lora_lab.qlora import quantize_model
 
-IDS = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(1))  # (batch, seq)
-
-
-def tiny(seed: int = 0, tie: bool = False) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                                        num_key_value_heads=4, vocab_size=128, tie_word_embeddings=tie)).eval()
-
 
 def trained(model, seed: int = 3, **kw):
-    model = inject_lora(model, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, **kw))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in sorted(model.named_parameters()):
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return model
-
-
-def logits(model) -> torch.Tensor:
-    with torch.no_grad():
-        return model(IDS).logits
+    return train_a_little(inject_lora(model, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, **kw)), seed)
 
 
 @pytest.fixture

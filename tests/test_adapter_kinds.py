@@ -8,7 +8,8 @@ import re
 import peft
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from tiny_llama import logits, tiny, train_a_little
+from transformers import AutoModelForCausalLM
 
 from lora_lab import LoraConfig, inject_lora, load_adapter, load_base_model, save_adapter
 from lora_lab.adapters import read_adapter_weights
@@ -20,7 +21,6 @@ from lora_lab.pissa import adapter_tensors, save_pissa_as_lora
 from lora_lab.qalora import QALoRALinear
 from lora_lab.qlora import NF4Linear, QLoRALinear, quantize_model
 
-IDS = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(1))  # (batch, seq)
 TARGETS = ["down_proj", "q_proj", "v_proj"]  # sorted, as adapter_config.json stores them
 KINDS = {
     "lora": {},
@@ -34,29 +34,8 @@ LAYERS = {"lora": LoRALinear, "rslora": LoRALinear, "dora": DoRALinear, "pissa":
           "qalora": QALoRALinear}
 
 
-def tiny(seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                        num_attention_heads=4, num_key_value_heads=4, vocab_size=128)).eval()
-
-
 def config(kind: str, **kw) -> LoraConfig:
     return LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, **KINDS[kind], **kw)
-
-
-def train_a_little(model, seed: int = 3):
-    """A trained-looking adapter: every trainable tensor moved by the same seeded noise."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in sorted(model.named_parameters()):
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return model
-
-
-def logits(model) -> torch.Tensor:
-    with torch.no_grad():
-        return model(IDS).logits
 
 
 @pytest.mark.parametrize("kind", KINDS)

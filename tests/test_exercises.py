@@ -6,6 +6,7 @@ import peft
 import pytest
 import torch
 from torch import nn
+from wrong_answers import LoRA  # a right answer to 02.1, which the slips below change
 
 from lora_lab import exercises as ex
 from lora_lab.exercises import concepts
@@ -30,31 +31,6 @@ def compute_dtype_for(gpu_name, bf16_supported):
 def lora_factors(delta, r):
     u, s, vh = torch.linalg.svd(delta, full_matrices=False)
     return u[:, :r] * s[:r], vh[:r]
-
-
-class LoRA(nn.Module):
-    def __init__(self, base_layer, r, lora_alpha, lora_dropout=0.0):
-        super().__init__()
-        self.base_layer = base_layer.requires_grad_(False)
-        self.lora_A = nn.Linear(base_layer.in_features, r, bias=False)
-        self.lora_B = nn.Linear(r, base_layer.out_features, bias=False)
-        nn.init.normal_(self.lora_A.weight, std=1 / r)
-        nn.init.zeros_(self.lora_B.weight)
-        self.lora_dropout, self.scaling, self.merged = nn.Dropout(lora_dropout), lora_alpha / r, False
-
-    def forward(self, x):
-        out = self.base_layer(x)
-        return out if self.merged else out + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
-
-    def merge(self):
-        with torch.no_grad():
-            self.base_layer.weight += self.lora_B.weight @ self.lora_A.weight * self.scaling
-        self.merged = True
-
-    def unmerge(self):
-        with torch.no_grad():
-            self.base_layer.weight -= self.lora_B.weight @ self.lora_A.weight * self.scaling
-        self.merged = False
 
 
 class LoRAMergesTwice(LoRA):
