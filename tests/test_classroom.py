@@ -106,6 +106,27 @@ def test_release_refuses_to_overwrite_and_checks_the_repository(tmp_path, capsys
     assert "repository='not a repo'" in capsys.readouterr().err and not (tmp_path / "new").exists()
 
 
+def test_release_after_a_plain_install_is_made_from_the_clone_it_runs_in(tmp_path, monkeypatch, capsys):
+    """`pip install .` puts the package in site-packages, away from the notebooks: run from the clone, the release
+    takes everything (package, data, notebooks) from that clone; run elsewhere, it says where to run it."""
+    from lora_lab.classroom import release as rel
+
+    installed = tmp_path / "site-packages"
+    (installed / "lora_lab").mkdir(parents=True)
+    monkeypatch.setattr(rel, "ROOT", installed)  # the package's folder has no notebooks/ beside it
+    monkeypatch.chdir(ROOT)
+    assert rel.kit_clone() == ROOT and rel.default_place("x") == ROOT.parent / "x"
+    out = release(tmp_path / "course")
+    assert (out / "notebooks" / "04_nf4_from_scratch.ipynb").is_file() and (out / "data" / "tiny-llama").is_dir()
+    assert (out / "lora_lab" / "nf4.py").read_bytes() == (ROOT / "lora_lab" / "nf4.py").read_bytes()
+    monkeypatch.chdir(tmp_path)
+    assert rel.kit_clone() is None
+    assert main(["classroom", "release", str(tmp_path / "elsewhere")]) == 2
+    err = capsys.readouterr().err
+    assert "Run the command from the clone's folder" in err and "pip install -e ." in err, err
+    assert not (tmp_path / "elsewhere").exists()
+
+
 def test_release_can_point_colab_at_the_instructors_repository(tmp_path):
     out = release(tmp_path / "course", repository="myclass/lora-course")
     first = json.loads((out / "notebooks" / "00_start_here.ipynb").read_text())["cells"]

@@ -131,9 +131,25 @@ def student_notebook(nb: dict, number: str, language: str, repository: str | Non
     return nb
 
 
+def kit_clone(here: Path | None = None) -> Path | None:
+    """The clone of the kit releases are made from, or None: the folder holding the imported package when it has
+    notebooks/ (a clone, or an editable install of one), else the folder `here` (default: the current one) when it
+    is a clone of the kit (notebooks/, lora_lab/ and a pyproject.toml for lora-lab), as after a plain
+    `pip install .` run from the clone."""
+    if (ROOT / "notebooks").is_dir():
+        return ROOT
+    here = Path.cwd() if here is None else Path(here)
+    project = here / "pyproject.toml"
+    if (here / "notebooks").is_dir() and (here / "lora_lab").is_dir() and project.is_file() \
+            and re.search(r'^name\s*=\s*"lora-lab"', project.read_text(), re.M):
+        return here.resolve()
+    return None
+
+
 def default_place(name: str) -> Path:
     """Where the classroom commands write when not told: beside the clone (outside its working tree), else here."""
-    return (ROOT.parent if (ROOT / "notebooks").is_dir() else Path.cwd()) / name
+    clone = kit_clone()
+    return (clone.parent if clone is not None else Path.cwd()) / name
 
 
 def unignored_in_git(path: Path) -> Path | None:
@@ -169,32 +185,37 @@ def release(out: Path | None = None, repository: str | None = None) -> Path:
         raise FileExistsError(f"{out} is a file: give a new folder for the release")
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty: give a new folder (a release never overwrites)")
-    if not (ROOT / "notebooks").is_dir():
-        raise FileNotFoundError(f"no notebooks/ next to the package ({ROOT}): make releases from a clone of the kit")
+    clone = kit_clone()
+    if clone is None:
+        raise FileNotFoundError(
+            f"no clone of the kit here ({Path.cwd()}) and none beside the installed package ({paths._PACKAGE}): a "
+            "release is made from a clone, which holds the notebooks. Run the command from the clone's folder (the one "
+            "with notebooks/ and pyproject.toml), or install the kit from it editable (make lab, or pip install -e .)")
     partial = out.parent / f".{out.name}.partial"  # written aside, renamed at the end: no half release
     shutil.rmtree(partial, ignore_errors=True)
-    _write(partial, repository)
+    _write(partial, repository, clone)
     if out.exists():
         out.rmdir()
     partial.rename(out)
     return out
 
 
-def _write(out: Path, repository: str | None) -> None:
+def _write(out: Path, repository: str | None, clone: Path) -> None:
+    """The release, all of it from the clone (its package, data and notebooks), never mixed with an installed kit."""
     out.mkdir(parents=True)
-    shutil.copytree(paths._PACKAGE, out / "lora_lab", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    shutil.copytree(paths.DATA_DIR, out / "data")
+    shutil.copytree(clone / "lora_lab", out / "lora_lab", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(clone / "data", out / "data")
     for name in ("pyproject.toml", "constraints.txt", "environment.yml", "LICENSE", ".gitignore"):
-        if (ROOT / name).exists():
-            shutil.copy(ROOT / name, out / name)
+        if (clone / name).exists():
+            shutil.copy(clone / name, out / name)
     (out / "Makefile").write_text(MAKEFILE)
     (out / "README.md").write_text(README)
-    for folder, language in ((ROOT / "notebooks", "en"), (ROOT / "notebooks" / "vi", "vi")):
+    for folder, language in ((clone / "notebooks", "en"), (clone / "notebooks" / "vi", "vi")):
         for path in sorted(folder.glob("[0-9][0-9]_*.ipynb")):
             nb = student_notebook(json.loads(path.read_text()), path.name[:2], language, repository)
-            dest = out / path.relative_to(ROOT)
+            dest = out / path.relative_to(clone)
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     if (out / "notebooks" / "vi").is_dir():
-        shutil.copy(ROOT / "notebooks" / "vi" / "GLOSSARY.md", out / "notebooks" / "vi" / "GLOSSARY.md")
+        shutil.copy(clone / "notebooks" / "vi" / "GLOSSARY.md", out / "notebooks" / "vi" / "GLOSSARY.md")
         (out / "README.vi.md").write_text(README_VI)
