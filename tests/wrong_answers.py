@@ -631,6 +631,7 @@ CATALOGUE = {
         ("the first layer's shape for all", lambda shapes, r: len(shapes) * r * sum(shapes[0]), WRONG,
          "of every layer in `shapes`"),
         ("a float", lambda shapes, r: float(sum(r * (d + k) for d, k in shapes)), WRONG, "return an int"),
+        ("r left out", lambda shapes, r: sum(d + k for d, k in shapes), WRONG, "times too few"),
     ],
     ex.check_same_scaling_alpha: [
         ("α·new_r/r, α·√(new_r/r) with rsLoRA",

@@ -248,6 +248,10 @@ def check_lora_param_count(fn) -> str:
             raise AssertionError(_("{what}: {got:,} treats every layer as square (2·r·d); A is (r × in) and B is "
                                    "(out × r), and in_features and out_features differ for some of these layers."
                                    ).format(what=what, got=got))
+        if got != want and r > 1 and got * r == want:
+            raise AssertionError(_("{what}: you counted {got:,}, exactly r = {r} times too few: A has r rows and B "
+                                   "has r columns, so each layer adds r × (in + out), not in + out.").format(
+                what=what, got=got, r=r))
         if got != want:
             more = _("too many") if got > want else _("too few")
             raise AssertionError(_("{what}: you counted {got:,}, {more}: count A (r × in) and B (out × r) of every "
