@@ -131,18 +131,16 @@ def student_notebook(nb: dict, number: str, language: str, repository: str | Non
     return nb
 
 
-def kit_clone(here: Path | None = None) -> Path | None:
+def kit_clone() -> Path | None:
     """The clone of the kit releases are made from, or None: the folder holding the imported package when it has
-    notebooks/ (a clone, or an editable install of one), else the folder `here` (default: the current one) when it
-    is a clone of the kit (notebooks/, lora_lab/ and a pyproject.toml for lora-lab), as after a plain
-    `pip install .` run from the clone."""
+    notebooks/ (a clone, or an editable install of one), else the current folder when it is a clone of the kit
+    (notebooks/, lora_lab/ and a pyproject.toml for lora-lab), as after a plain `pip install .` run from the clone."""
     if (ROOT / "notebooks").is_dir():
         return ROOT
-    here = Path.cwd() if here is None else Path(here)
-    project = here / "pyproject.toml"
+    here, project = Path.cwd(), Path.cwd() / "pyproject.toml"
     if (here / "notebooks").is_dir() and (here / "lora_lab").is_dir() and project.is_file() \
             and re.search(r'^name\s*=\s*"lora-lab"', project.read_text(), re.M):
-        return here.resolve()
+        return here
     return None
 
 
